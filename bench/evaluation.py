@@ -1,0 +1,103 @@
+"""Turning docs into backend requests, and backend answers into scored sample records."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bench.config import GenerationConfig
+from bench.metrics import METRICS, aggregate, extract_number, normalise_text, text_stats
+from bench.models.base import Backend, GenerationParams, GenerationRequest
+from bench.tasks import Doc, TaskSpec
+
+SampleRecord = dict[str, Any]
+
+
+def generation_params(spec: TaskSpec, defaults: GenerationConfig) -> GenerationParams:
+    """Fields the user set in the run config win; then the task's own; then the global defaults."""
+    chosen = defaults.model_fields_set
+    max_new = defaults.max_new_tokens if "max_new_tokens" in chosen or spec.generation.max_new_tokens is None else spec.generation.max_new_tokens
+    stop = defaults.stop if "stop" in chosen or spec.generation.stop is None else spec.generation.stop
+    return GenerationParams(
+        max_new_tokens=max_new, stop=tuple(stop), greedy=defaults.greedy, temperature=defaults.temperature, top_p=defaults.top_p
+    )
+
+
+def _score_generation(spec: TaskSpec, doc: Doc, output: str) -> dict[str, float]:
+    target = doc.target or ""
+    if spec.answer == "number":
+        predicted = extract_number(output)
+        return {"exact_match_number": float(predicted is not None and predicted == extract_number(target))}
+    return {"exact_match": float(normalise_text(output) == normalise_text(target))}
+
+
+def evaluate_docs(
+    spec: TaskSpec,
+    docs: Sequence[Doc],
+    backend: Backend,
+    params: GenerationParams,
+    reference: Mapping[str, Doc] | None = None,
+) -> list[SampleRecord]:
+    """Run one chunk of docs through the backend and score each; wall time is shared evenly."""
+    started = time.perf_counter()
+    records: list[SampleRecord] = []
+    if spec.kind == "generate":
+        answers = backend.generate([GenerationRequest(doc.prompt or "", params) for doc in docs])
+        for doc, answer in zip(docs, answers):
+            records.append(
+                _record(doc, doc.prompt, answer.text, _score_generation(spec, doc, answer.text), answer.input_tokens, answer.output_tokens)
+            )
+    elif spec.kind == "rolling_loglikelihood":
+        scored = backend.loglikelihood_rolling([doc.text or "" for doc in docs])
+        for doc, result in zip(docs, scored):
+            values: dict[str, float] = {
+                "neg_logprob": -result.logprob,
+                "neg_log2_prob": -result.logprob / math.log(2),
+                "tokens": result.input_tokens,
+                **text_stats(doc.text or ""),
+            }
+            records.append(_record(doc, doc.text, None, values, result.input_tokens, 0))
+    else:  # tokenizer_stats: the model's own tokenizer on the text and on its parallel reference
+        references = [reference.get(doc.id) if reference is not None else None for doc in docs]
+        counts = backend.count_tokens([doc.text or "" for doc in docs])
+        reference_counts = iter(backend.count_tokens([ref.text or "" for ref in references if ref is not None]))
+        for doc, count, ref in zip(docs, counts, references):
+            values = {"tokens": count, **text_stats(doc.text or ""), "reference_tokens": next(reference_counts) if ref is not None else None}
+            records.append(_record(doc, doc.text, None, values, count, 0))
+    share = (time.perf_counter() - started) / max(1, len(records))
+    for record in records:
+        record["seconds"] = share
+    return records
+
+
+def _record(doc: Doc, shown_input: str | None, output: str | None, values: Mapping[str, Any], input_tokens: int, output_tokens: int) -> SampleRecord:
+    return {
+        "doc_id": doc.id,
+        "input": shown_input,
+        "target": doc.target,
+        "output": output,
+        "values": dict(values),
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+    }
+
+
+def summarize(spec: TaskSpec, samples: Sequence[SampleRecord], seed: int) -> dict[str, Any]:
+    """Scores with 95 % intervals, token totals and time for one cell."""
+    values = [sample["values"] for sample in samples]
+    metrics = {}
+    for name in spec.metrics:
+        metric = METRICS[name]
+        metrics[name] = {**aggregate(metric, values, seed), "higher_is_better": metric.higher_is_better, "description": metric.description}
+    seconds = sum(sample.get("seconds", 0.0) for sample in samples)
+    input_tokens = sum(sample["input_tokens"] for sample in samples)
+    output_tokens = sum(sample["output_tokens"] for sample in samples)
+    return {
+        "n_samples": len(samples),
+        "metrics": metrics,
+        "tokens": {"input": input_tokens, "output": output_tokens},
+        "seconds": round(seconds, 4),
+        "tokens_per_second": round((input_tokens + output_tokens) / seconds, 2) if seconds > 0 else None,
+    }

@@ -1,0 +1,119 @@
+"""Metrics: per-sample values, corpus-level aggregation and bootstrap confidence intervals.
+
+A metric reads named per-sample columns and reduces them either to a mean (accuracy-like)
+or to a ratio of sums (bits per byte, tokens per word, token premium), which is the
+corpus-level definition; its 95 % interval is a seeded percentile bootstrap over samples.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+BOOTSTRAP_RESAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    description: str
+    columns: tuple[str, ...]  # one column: its mean; two: sum(first) / sum(second)
+    higher_is_better: bool | None  # None: descriptive, neither better nor worse
+    transform: Literal["none", "exp"] = "none"
+
+    def reduce(self, values: np.ndarray) -> np.ndarray:
+        """Aggregate over the last axis; ``values`` has shape (..., n_columns, n_samples)."""
+        if len(self.columns) == 1:
+            result = values[..., 0, :].mean(axis=-1)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                result = values[..., 0, :].sum(axis=-1) / values[..., 1, :].sum(axis=-1)
+        return np.exp(result) if self.transform == "exp" else result
+
+
+METRICS: dict[str, Metric] = {
+    metric.name: metric
+    for metric in (
+        Metric("exact_match_number", "share of answers whose final number equals the reference number", ("exact_match_number",), True),
+        Metric("exact_match", "share of answers equal to the reference after normalisation", ("exact_match",), True),
+        Metric("bits_per_byte", "bits the model needs per UTF-8 byte of text (lower is better; comparable across tokenizers)", ("neg_log2_prob", "bytes"), False),
+        Metric("nats_per_token", "mean negative log-likelihood per token (depends on the tokenizer)", ("neg_logprob", "tokens"), False),
+        Metric("perplexity_per_word", "exp of the negative log-likelihood per whitespace word", ("neg_logprob", "words"), False, "exp"),
+        Metric("tokens_per_word", "tokens per whitespace-separated word", ("tokens", "words"), None),
+        Metric("tokens_per_char", "tokens per Unicode character", ("tokens", "chars"), None),
+        Metric("tokens_per_byte", "tokens per UTF-8 byte", ("tokens", "bytes"), None),
+        Metric("token_premium", "tokens for this language ÷ tokens for the same items in the reference language", ("tokens", "reference_tokens"), False),
+    )
+}
+
+
+def aggregate(metric: Metric, samples: Sequence[Mapping[str, float]], seed: int = 0) -> dict[str, float | int | None]:
+    """Value and 95 % percentile-bootstrap interval of a metric over per-sample values."""
+    rows = [sample for sample in samples if all(sample.get(column) is not None for column in metric.columns)]
+    if not rows:
+        return {"value": None, "ci_low": None, "ci_high": None, "n": 0}
+    values = np.array([[float(row[column]) for row in rows] for column in metric.columns])
+    point = float(metric.reduce(values))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(rows), size=(BOOTSTRAP_RESAMPLES, len(rows)))
+    resampled = np.transpose(values[:, picks], (1, 0, 2))  # (resamples, columns, samples)
+    estimates = metric.reduce(resampled)
+    estimates = estimates[np.isfinite(estimates)]
+    low, high = (np.percentile(estimates, [2.5, 97.5]) if estimates.size else (math.nan, math.nan))
+    return {"value": _finite(point), "ci_low": _finite(float(low)), "ci_high": _finite(float(high)), "n": len(rows)}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------- answer extraction
+_BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
+_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
+
+
+def ascii_digits(text: str) -> str:
+    """Map any Unicode decimal digit (Devanagari, Bengali, Arabic-Indic, Myanmar, Khmer, …) to 0-9."""
+    return "".join(str(unicodedata.digit(char)) if char.isdigit() and not char.isascii() and unicodedata.digit(char, None) is not None else char for char in text)
+
+
+def normalise_number(text: str) -> str | None:
+    """'1,234.50' → '1234.5', '-3.0' → '-3'; None when no number can be read."""
+    cleaned = text.replace(",", "").replace(" ", "")
+    try:
+        value = float(cleaned)
+    except ValueError:
+        return None
+    if not math.isfinite(value):
+        return None
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def extract_number(text: str) -> str | None:
+    """The final answer of a maths response: the last \\boxed{…} if any, else the last number."""
+    text = ascii_digits(text)
+    boxed = _BOXED.findall(text)
+    region = boxed[-1] if boxed else text
+    numbers = _NUMBER.findall(region)
+    if not numbers:
+        return None
+    return normalise_number(numbers[-1])
+
+
+def normalise_text(text: str) -> str:
+    """Lower-case, NFC, collapse whitespace and strip surrounding punctuation for exact match."""
+    text = unicodedata.normalize("NFC", text).lower()
+    return " ".join(text.split()).strip(" .,;:!?\"'")
+
+
+# ---------------------------------------------------------------- text statistics
+def text_stats(text: str) -> dict[str, int]:
+    """Words (whitespace-separated), characters (NFC code points) and UTF-8 bytes of a text."""
+    normalised = unicodedata.normalize("NFC", text)
+    return {"words": len(normalised.split()), "chars": len(normalised), "bytes": len(normalised.encode("utf-8"))}

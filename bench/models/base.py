@@ -1,0 +1,90 @@
+"""The backend protocol: three string-in methods (as in lm-evaluation-harness) plus token counting.
+
+Every result carries the number of input and output tokens the backend processed, so that
+the runner can record them per sample and the cost meter can price them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to continue one prompt."""
+
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    greedy: bool = True
+    temperature: float = 0.7
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    context: str
+    continuation: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    context: str
+    params: GenerationParams = field(default_factory=GenerationParams)
+
+
+@dataclass(frozen=True)
+class LoglikelihoodResult:
+    logprob: float
+    is_greedy: bool
+    input_tokens: int
+    continuation_tokens: int
+
+
+@dataclass(frozen=True)
+class RollingResult:
+    logprob: float
+    input_tokens: int
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was actually loaded, for the manifest and the summaries."""
+
+    ref: str
+    backend: str
+    parameters: int
+    dtype: str
+    device: str
+    quantization: str | None
+    source: str
+
+
+class Backend(Protocol):
+    """A loaded model that answers evaluation requests in batches."""
+
+    info: ModelInfo
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        """Log-probability of each continuation given its context, and whether it is the greedy one."""
+        ...
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[RollingResult]:
+        """Total log-probability of each whole text (for perplexity and bits per byte)."""
+        ...
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Continue each context until a stop string, EOS or the token limit."""
+        ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Number of tokens the model's own tokenizer makes of each text (no special tokens)."""
+        ...

@@ -1,0 +1,399 @@
+"""The transformers backend: Hub ids, local checkpoints and GGUF files on a CPU or one GPU."""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import transformers
+
+from bench.config import BatchSize, ModelConfig
+from bench.errors import UserError
+from bench.models.base import (
+    GenerationParams,
+    GenerationRequest,
+    GenerationResult,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    ModelInfo,
+    RollingResult,
+)
+from bench.models.gguf_cache import converted_dir, ensure_converted
+from bench.models.memory import MemoryEstimate, check_fits
+from bench.models.sources import ModelSource, resolve
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CPU_AUTO_BATCH = 8  # CPU throughput stops improving past small batches; padding then only costs
+GPU_AUTO_BATCH = 64  # start here on a GPU and halve on out-of-memory
+LOGITS_BUDGET_BYTES = 512 * 2**20  # cap on the float32 logits one batch may materialise
+DEFAULT_MAX_LENGTH = 8192
+
+transformers.logging.set_verbosity_error()  # the run's own progress bar is the one to watch
+transformers.utils.logging.disable_progress_bar()
+
+
+def pick_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{requested}' was asked for but no CUDA GPU is visible; use --device cpu (or device: auto)")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device 'mps' was asked for but Apple's Metal backend is not available; use --device cpu")
+    return requested
+
+
+def pick_dtype(requested: str, device: str) -> str:
+    """auto → bfloat16 on a GPU, float32 on a CPU."""
+    if requested != "auto":
+        return requested
+    return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+def _gguf_parameter_count(path: Path) -> int:
+    from gguf import GGUFReader
+
+    return int(sum(int(tensor.n_elements) for tensor in GGUFReader(str(path)).tensors))
+
+
+def _config_parameter_count(config: Any, trust_remote_code: bool) -> int:
+    """Count parameters without allocating weights (accelerate's empty-weights context)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights():
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return int(skeleton.num_parameters())
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def _load_error(ref: str, error: ValueError | OSError) -> UserError:
+    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if "trust_remote_code" in str(error):
+        return UserError(f"model {ref} needs its own code from the Hub; set trust_remote_code: true for it in the config if you trust its authors")
+    if isinstance(error, OSError):
+        return UserError(f"model {ref} could not be loaded ({first_line}); check the id, revision and network, or pass a local folder")
+    return UserError(f"model {ref} could not be loaded: {first_line}")
+
+
+def preflight(spec: ModelConfig) -> tuple[ModelSource, str, str]:
+    """Check a model before anything is loaded: its reference, device, dtype and whether it fits in memory.
+
+    Returns the resolved source, the device and the dtype name. Cheap: reads only configs and GGUF headers.
+    """
+    device = pick_device(spec.device)
+    dtype_name = pick_dtype(spec.dtype, device)
+    if spec.quantization and not device.startswith("cuda"):
+        raise UserError(f"quantization: {spec.quantization} loads through bitsandbytes on a GPU only; on a CPU use --dtype bfloat16 instead")
+    if spec.quantization and importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(f"quantization: {spec.quantization} needs bitsandbytes; install it with `pip install bitsandbytes`")
+    source = resolve(spec.ref, spec.revision)
+    precision = spec.quantization or dtype_name
+    if source.kind == "gguf" and not (converted_dir(source) / "config.json").is_file():
+        parameters = _gguf_parameter_count(Path(source.location))
+        # Converting dequantises everything to float32 in RAM first.
+        check_fits(spec.ref, MemoryEstimate(parameters, "float32"), "cpu", spec.max_memory, False)
+    else:
+        from transformers import AutoConfig
+
+        path = str(converted_dir(source)) if source.kind == "gguf" else source.location
+        revision = None if source.kind == "gguf" else source.revision
+        try:
+            config = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=spec.trust_remote_code)
+            parameters = _config_parameter_count(config, spec.trust_remote_code)
+        except (ValueError, OSError) as error:
+            raise _load_error(spec.ref, error) from None
+    check_fits(spec.ref, MemoryEstimate(parameters, precision), device, spec.max_memory, spec.device_map is not None)
+    return source, device, dtype_name
+
+
+class HFBackend:
+    """Answers loglikelihood, rolling-loglikelihood and generation requests with a transformers model."""
+
+    def __init__(self, spec: ModelConfig, batch_size: BatchSize = "auto", seed: int = 1234) -> None:
+        self.spec = spec
+        self.source, self.device, self.dtype_name = preflight(spec)
+        torch.manual_seed(seed)
+        self.model, self.tokenizer = self._load(self.source)
+        self.model.eval()
+        self.input_device = self.model.device if spec.device_map is None else next(self.model.parameters()).device
+        self.batch_size = batch_size if isinstance(batch_size, int) else (GPU_AUTO_BATCH if self.device.startswith("cuda") else CPU_AUTO_BATCH)
+        self.max_length = spec.max_length or min(getattr(self.model.config, "max_position_embeddings", DEFAULT_MAX_LENGTH) or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH)
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        self.prefix_token_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+        self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.use_chat_template = self._chat_template_enabled(spec.chat_template)
+        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self.info = ModelInfo(
+            ref=spec.ref,
+            backend="hf",
+            parameters=int(self.model.num_parameters()),
+            dtype=self.dtype_name,
+            device=self.device,
+            quantization=spec.quantization or ("gguf-dequantised" if self.source.kind == "gguf" else None),
+            source=self.source.location,
+        )
+
+    # ---------------------------------------------------------------- loading
+    def _load(self, source: ModelSource) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        spec = self.spec
+        offload = spec.device_map is not None
+        if source.kind == "gguf":
+            path, revision = str(ensure_converted(source)), None
+        else:
+            path, revision = source.location, source.revision
+        common = {"revision": revision, "trust_remote_code": spec.trust_remote_code}
+        try:
+            kwargs: dict[str, Any] = {"dtype": DTYPES[self.dtype_name], **common}
+            if offload:
+                kwargs["device_map"] = spec.device_map
+                if spec.max_memory:
+                    kwargs["max_memory"] = {int(k) if str(k).isdigit() else k: v for k, v in spec.max_memory.items()}
+            if spec.quantization:
+                from transformers import BitsAndBytesConfig
+
+                kwargs["quantization_config"] = BitsAndBytesConfig(
+                    load_in_8bit=spec.quantization == "8bit",
+                    load_in_4bit=spec.quantization == "4bit",
+                    bnb_4bit_compute_dtype=DTYPES[self.dtype_name],
+                )
+                kwargs.setdefault("device_map", self.device)
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(path, **common)
+        except (ValueError, OSError) as error:
+            raise _load_error(spec.ref, error) from None
+        if not offload and not spec.quantization:
+            model.to(self.device)
+        return model, tokenizer
+
+    def _chat_template_enabled(self, setting: bool | str) -> bool:
+        has_template = getattr(self.tokenizer, "chat_template", None) is not None
+        if setting is True and not has_template:
+            raise UserError(f"model {self.spec.ref} has no chat template; set chat_template: false (or auto) for it")
+        return has_template and setting in (True, "auto")
+
+    def close(self) -> None:
+        """Release the model's memory (the runner loads one model at a time)."""
+        del self.model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ---------------------------------------------------------------- batching
+    def _batched(self, items: Sequence[T], run: Callable[[list[T]], list[R]], cost: Callable[[list[T]], int]) -> list[R]:
+        """Run ``items`` (already sorted, longest first) in batches; halve the batch size on out-of-memory.
+
+        ``cost`` gives the bytes of logits a candidate batch would materialise, capped by LOGITS_BUDGET_BYTES.
+        """
+        results: list[R] = []
+        start = 0
+        while start < len(items):
+            size = 1
+            while size < self.batch_size and start + size < len(items) and cost(list(items[start : start + size + 1])) <= LOGITS_BUDGET_BYTES:
+                size += 1
+            batch = list(items[start : start + size])
+            try:
+                results.extend(run(batch))
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
+                if not _is_out_of_memory(error) or size == 1:
+                    raise
+                self.batch_size = max(1, size // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            start += size
+        return results
+
+    # ---------------------------------------------------------------- scoring core
+    def _score_batch(self, batch: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """For each (inputs, targets): the last len(targets) positions of inputs predict targets.
+
+        Returns the summed log-probability of the targets and whether each was the argmax.
+        Sequences are left-padded so that every target sits at the end and only the needed
+        positions' logits are computed.
+        """
+        width = max(len(inputs) for inputs, _ in batch)
+        keep = max(len(targets) for _, targets in batch)
+        ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (inputs, _) in enumerate(batch):
+            ids[row, width - len(inputs) :] = torch.tensor(inputs, dtype=torch.long)
+            mask[row, width - len(inputs) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs = {"logits_to_keep": keep} if self._keeps_logits else {}
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=ids.to(self.input_device),
+                attention_mask=mask.to(self.input_device),
+                position_ids=positions.to(self.input_device),
+                **kwargs,
+            ).logits[:, -keep:, :].float()
+            log_norm = torch.logsumexp(logits, dim=-1)
+            greedy = logits.argmax(dim=-1)
+        results = []
+        for row, (_, targets) in enumerate(batch):
+            target = torch.tensor(targets, dtype=torch.long, device=logits.device)
+            span = slice(keep - len(targets), keep)
+            token_logprobs = logits[row, span].gather(-1, target[:, None]).squeeze(-1) - log_norm[row, span]
+            results.append((float(token_logprobs.sum()), bool((greedy[row, span] == target).all())))
+        return results
+
+    def _score_all(self, items: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        order = sorted(range(len(items)), key=lambda i: -len(items[i][0]))
+
+        def cost(batch: list[int]) -> int:
+            return len(batch) * max(len(items[i][1]) for i in batch) * self.vocab_size * 4
+
+        scored = self._batched(order, lambda batch: self._score_batch([items[i] for i in batch]), cost)
+        results: list[tuple[float, bool]] = [(0.0, False)] * len(items)
+        for index, result in zip(order, scored):
+            results[index] = result
+        return results
+
+    # ---------------------------------------------------------------- tokenisation
+    def _encode(self, text: str, special: bool) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Tokenise context+continuation together (as the model would see them) and split."""
+        if not context:
+            return [self.prefix_token_id], self._encode(continuation, special=False)
+        spaces = len(context) - len(context.rstrip())
+        if spaces:  # keep the space with the continuation, as tokenizers attach it to the next word
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        whole = self._encode(context + continuation, special=True)
+        context_ids = self._encode(context, special=True)
+        return context_ids, whole[len(context_ids) :]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    # ---------------------------------------------------------------- the protocol
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        items, sizes = [], []
+        for request in requests:
+            context_ids, continuation_ids = self._encode_pair(request.context, request.continuation)
+            if not continuation_ids:
+                raise UserError(f"an empty continuation cannot be scored (context: {request.context[:60]!r})")
+            sequence = (context_ids + continuation_ids)[-(self.max_length + 1) :]
+            items.append((sequence[:-1], continuation_ids[-(len(sequence) - 1) :]))
+            sizes.append(len(sequence) - 1)
+        scored = self._score_all(items)
+        return [
+            LoglikelihoodResult(logprob=lp, is_greedy=greedy, input_tokens=size, continuation_tokens=len(item[1]))
+            for (lp, greedy), size, item in zip(scored, sizes, items)
+        ]
+
+    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[RollingResult]:
+        """Score whole texts in windows of max_length tokens, each predicted from the one before it."""
+        items, owners = [], []
+        token_counts = []
+        for index, text in enumerate(texts):
+            tokens = self._encode(text, special=False)
+            shifted = [self.prefix_token_id] + tokens
+            token_counts.append(len(tokens))
+            for start in range(0, len(tokens), self.max_length):
+                targets = tokens[start : start + self.max_length]
+                items.append((shifted[start : start + len(targets)], targets))
+                owners.append(index)
+        totals = [0.0] * len(texts)
+        for owner, (logprob, _) in zip(owners, self._score_all(items)):
+            totals[owner] += logprob
+        return [RollingResult(logprob=total, input_tokens=count) for total, count in zip(totals, token_counts)]
+
+    def _prompt_ids(self, context: str, params: GenerationParams) -> list[int]:
+        if self.use_chat_template:
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": context}], tokenize=False, add_generation_prompt=True)
+            ids = self._encode(text, special=False)
+        else:
+            ids = self._encode(context, special=True)
+        room = max(1, self.max_length - params.max_new_tokens)
+        return ids[-room:]
+
+    def _generate_batch(self, batch: list[tuple[list[int], GenerationParams]]) -> list[GenerationResult]:
+        from transformers import GenerationConfig
+
+        params = batch[0][1]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (prompt, _) in enumerate(batch):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt) :] = 1
+        eos_ids = self._eos_ids()
+        config = GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=not params.greedy,
+            temperature=None if params.greedy else params.temperature,
+            top_p=None if params.greedy else params.top_p,
+            top_k=None,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=eos_ids,
+            stop_strings=list(params.stop) or None,
+        )
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=ids.to(self.input_device),
+                attention_mask=mask.to(self.input_device),
+                generation_config=config,
+                tokenizer=self.tokenizer,
+            )
+        results = []
+        for row, (prompt, _) in enumerate(batch):
+            generated = output[row, width:].tolist()
+            produced = len(generated)
+            for position, token in enumerate(generated):
+                if token in eos_ids:
+                    produced = position + 1
+                    break
+            else:
+                while produced and generated[produced - 1] == self.pad_token_id:
+                    produced -= 1
+            text = self.tokenizer.decode(generated[:produced], skip_special_tokens=True)
+            results.append(GenerationResult(text=truncate_at_stop(text, params.stop), input_tokens=len(prompt), output_tokens=produced))
+        return results
+
+    def _eos_ids(self) -> list[int]:
+        configured = self.model.generation_config.eos_token_id
+        ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return sorted(ids)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        prompts = [(self._prompt_ids(r.context, r.params), r.params) for r in requests]
+        # Requests with different parameters cannot share a generate() call; group, then sort by length.
+        order = sorted(range(len(prompts)), key=lambda i: (repr(prompts[i][1]), -len(prompts[i][0])))
+        results: list[GenerationResult | None] = [None] * len(prompts)
+        groups: dict[str, list[int]] = {}
+        for index in order:
+            groups.setdefault(repr(prompts[index][1]), []).append(index)
+        for members in groups.values():
+            produced = self._batched(members, lambda batch: self._generate_batch([prompts[i] for i in batch]), lambda batch: 0)
+            for index, result in zip(members, produced):
+                results[index] = result
+        return [result for result in results if result is not None]
+
+
+def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
+    """Cut generated text at the first stop string."""
+    cut = len(text)
+    for stop in stops:
+        position = text.find(stop)
+        if stop and position != -1:
+            cut = min(cut, position)
+    return text[:cut]

@@ -1,0 +1,21 @@
+"""Where accessbench keeps its files outside a results folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def cache_dir() -> Path:
+    """Cache for converted GGUF checkpoints and assembled weights (``ACCESSBENCH_CACHE`` overrides)."""
+    configured = os.environ.get("ACCESSBENCH_CACHE")
+    base = Path(configured) if configured else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "accessbench"
+    return base.expanduser()
+
+
+def builtin_dir(name: str) -> Path:
+    """The project's `tasks/` or `configs/` folder: the checkout's own, or the copy inside an installed wheel."""
+    checkout = PACKAGE_ROOT.parent / name
+    return checkout if checkout.is_dir() else PACKAGE_ROOT / "_builtin" / name

@@ -1,0 +1,218 @@
+"""Planning cells (model × task × language), running them with resume, writing the results store."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from bench.config import ModelConfig, RunConfig
+from bench.environment import git_commit, hardware, package_versions
+from bench.errors import UserError
+from bench.evaluation import evaluate_docs, generation_params, summarize
+from bench.models.base import Backend
+from bench.models.hf import preflight
+from bench.results import CellKey, RunStore
+from bench.tasks import Doc, TaskSpec, get_task, load_docs
+
+BackendFactory = Callable[[ModelConfig, RunConfig], Backend]
+
+
+@dataclass
+class Cell:
+    model: ModelConfig
+    model_slug: str
+    model_title: str
+    task: TaskSpec
+    language: str
+    docs: list[Doc]
+    reference: dict[str, Doc] | None = None
+
+    @property
+    def key(self) -> CellKey:
+        return CellKey(self.model_slug, self.task.name, self.language)
+
+
+@dataclass
+class Plan:
+    cells: list[Cell]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Any
+    summaries: list[dict[str, Any]]
+    computed_samples: int
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C during a run; finished samples are on disk."""
+
+    def __init__(self, run_dir: Any, saved: int) -> None:
+        super().__init__(f"interrupted: {saved} samples are saved in {run_dir}; rerun the same command to resume")
+        self.run_dir = run_dir
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def make_plan(config: RunConfig) -> Plan:
+    """Check every task, language and model before anything is loaded, and list the cells."""
+    tasks = [get_task(name) for name in config.tasks]
+    notes: list[str] = []
+    languages: dict[str, dict[str, str]] = {}  # requested → task → task's code
+    for requested in config.languages:
+        found, first_error = {}, None
+        for task in tasks:
+            try:
+                found[task.name] = task.language(requested)
+            except UserError as error:
+                first_error = first_error or error
+        if not found and first_error is not None:
+            raise first_error
+        for task in tasks:
+            if task.name not in found:
+                notes.append(f"task {task.name} has no '{requested}'; those cells are skipped")
+        languages[requested] = found
+    models, slugs = [], set()
+    for model in config.models:
+        source, _, _ = preflight(model)  # reference, device and memory are checked before any run starts
+        slug = source.slug
+        while slug in slugs:
+            slug += "+"
+        slugs.add(slug)
+        models.append((model, slug, source.title or model.ref))
+    cells = []
+    docs_cache: dict[tuple[str, str], list[Doc]] = {}
+
+    def docs_for(task: TaskSpec, code: str) -> list[Doc]:
+        if (task.name, code) not in docs_cache:
+            docs_cache[(task.name, code)] = load_docs(task, code, config.limit)
+        return docs_cache[(task.name, code)]
+
+    for model, slug, title in models:
+        for task in tasks:
+            for requested in config.languages:
+                code = languages[requested].get(task.name)
+                if code is None:
+                    continue
+                reference = None
+                if task.kind == "tokenizer_stats" and task.reference_language:
+                    reference = {doc.id: doc for doc in load_docs(task, task.reference_language)}
+                cells.append(Cell(model, slug, title, task, code, docs_for(task, code), reference))
+    return Plan(cells, notes)
+
+
+def _load_hf_backend(model: ModelConfig, config: RunConfig) -> Backend:
+    from bench.models.hf import HFBackend
+
+    return HFBackend(model, config.batch_size_for(model), config.seed)
+
+
+def _cell_summary(cell: Cell, config: RunConfig, samples: list[dict[str, Any]], model_info: dict[str, Any] | None) -> dict[str, Any]:
+    ordered = sorted(samples, key=lambda sample: sample["doc_id"])
+    return {
+        "run_id": config.run_id(),
+        "config_hash": config.fingerprint(),
+        "model": cell.model.ref,
+        "model_title": cell.model_title,
+        "model_info": model_info,
+        "task": cell.task.name,
+        "task_kind": cell.task.kind,
+        "language": cell.language,
+        **summarize(cell.task, ordered, config.seed),
+        "written_at": _now(),
+    }
+
+
+def _chunks(docs: list[Doc], size: int) -> list[list[Doc]]:
+    """Fixed chunks over the full, length-sorted doc list, so a resumed run batches exactly as before."""
+    ordered = sorted(docs, key=lambda doc: (-len(doc.prompt or doc.text or ""), doc.id))
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def run(config: RunConfig, console: Console | None = None, backend_factory: BackendFactory = _load_hf_backend) -> RunOutcome:
+    """Run every unfinished cell of ``config``; finished samples are never recomputed."""
+    console = console or Console(stderr=True)
+    plan = make_plan(config)
+    for note in plan.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    store = RunStore(config.output / config.run_id())
+    manifest = store.manifest() or {
+        "run_id": config.run_id(),
+        "config": config.model_dump(mode="json"),
+        "config_hash": config.fingerprint(),
+        "seed": config.seed,
+        "started_at": _now(),
+        "invocations": [],
+        "models": {},
+    }
+    invocation = {"started_at": _now(), "command": " ".join(sys.argv), "versions": package_versions(), "git": git_commit(), "hardware": hardware(), "status": "running"}
+    manifest.update({"versions": invocation["versions"], "git": invocation["git"], "hardware": invocation["hardware"]})
+    manifest["invocations"].append(invocation)
+    store.write_manifest(manifest)
+
+    finished = {cell.key: {s["doc_id"]: s for s in store.finished_samples(cell.key)} for cell in plan.cells}
+    pending = {cell.key: [doc for doc in cell.docs if doc.id not in finished[cell.key]] for cell in plan.cells}
+    computed = 0
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console, transient=True,
+        ) as progress:
+            bar = progress.add_task("planning", total=sum(len(docs) for docs in pending.values()))
+            for model in config.models:
+                cells = [cell for cell in plan.cells if cell.model is model]
+                todo = [cell for cell in cells if pending[cell.key] or store.summary(cell.key) is None]
+                if not todo:
+                    continue
+                backend = None
+                if any(pending[cell.key] for cell in todo):
+                    progress.update(bar, description=f"loading {model.ref}")
+                    backend = backend_factory(model, config)
+                    manifest["models"][todo[0].model_slug] = asdict(backend.info)
+                    store.write_manifest(manifest)
+                try:
+                    for cell in todo:
+                        progress.update(bar, description=f"{cell.model_title} · {cell.task.name} · {cell.language}")
+                        if pending[cell.key] and backend is not None:
+                            params = generation_params(cell.task, config.generation)
+                            size = getattr(backend, "batch_size", 8) * (1 if cell.task.kind == "generate" else 4)
+                            for chunk in _chunks(cell.docs, size):
+                                todo_docs = [doc for doc in chunk if doc.id not in finished[cell.key]]
+                                if not todo_docs:
+                                    continue
+                                records = evaluate_docs(cell.task, todo_docs, backend, params, cell.reference)
+                                store.append_samples(cell.key, records)
+                                finished[cell.key].update({record["doc_id"]: record for record in records})
+                                computed += len(records)
+                                progress.advance(bar, len(records))
+                        info = manifest["models"].get(cell.model_slug)
+                        store.write_summary(cell.key, _cell_summary(cell, config, list(finished[cell.key].values()), info))
+                finally:
+                    if backend is not None and hasattr(backend, "close"):
+                        backend.close()
+            progress.update(bar, description="done")
+    except KeyboardInterrupt:
+        _close_invocation(store, manifest, invocation, "interrupted")
+        raise RunInterrupted(store.run_dir, sum(len(samples) for samples in finished.values())) from None
+    except BaseException as error:
+        _close_invocation(store, manifest, invocation, f"failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        raise
+    _close_invocation(store, manifest, invocation, "finished")
+    summaries = [summary for cell in plan.cells if (summary := store.summary(cell.key)) is not None]
+    return RunOutcome(store.run_dir, summaries, computed)
+
+
+def _close_invocation(store: RunStore, manifest: dict[str, Any], invocation: dict[str, Any], status: str) -> None:
+    invocation["finished_at"] = _now()
+    invocation["status"] = status
+    manifest["finished_at"] = invocation["finished_at"]
+    store.write_manifest(manifest)

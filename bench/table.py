@@ -1,0 +1,64 @@
+"""The table printed at the end of a run: one row per model and language, one column per score."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from bench.languages import display_name
+from bench.metrics import METRICS
+
+# Short, plain-language column headings; the caption explains each one.
+LABELS = {
+    "exact_match_number": "accuracy",
+    "exact_match": "exact match",
+    "bits_per_byte": "bits per byte",
+    "nats_per_token": "nats per token",
+    "perplexity_per_word": "perplexity per word",
+    "tokens_per_word": "tokens per word",
+    "tokens_per_char": "tokens per char",
+    "tokens_per_byte": "tokens per byte",
+    "token_premium": "token premium vs English",
+}
+PERCENT = {"exact_match_number", "exact_match"}
+
+
+def _format(metric: str, score: dict[str, Any]) -> str:
+    value, low, high = score.get("value"), score.get("ci_low"), score.get("ci_high")
+    if value is None:
+        return "–"
+    if metric in PERCENT:
+        text = f"{value:.0%}"
+        return f"{text} [{low:.0%}–{high:.0%}]" if low is not None and high is not None else text
+    suffix = "×" if metric == "token_premium" else ""
+    text = f"{value:.2f}{suffix}"
+    return f"{text} [{low:.2f}–{high:.2f}]" if low is not None and high is not None and low != high else text
+
+
+def results_table(summaries: Sequence[dict[str, Any]], title: str = "Results") -> Table:
+    """Model × language rows; one column per task with its headline (first) metric and 95 % interval."""
+    columns: list[tuple[str, str]] = []
+    for summary in summaries:
+        headline = next(iter(summary["metrics"]), None)
+        if headline is not None and (summary["task"], headline) not in columns:
+            columns.append((summary["task"], headline))
+    rows: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
+    for summary in summaries:
+        row = rows.setdefault((summary.get("model_title") or summary["model"], summary["language"]), {})
+        for metric, score in summary["metrics"].items():
+            row[(summary["task"], metric)] = _format(metric, score)
+    used = sorted({metric for _, metric in columns}, key=list(LABELS).index)
+    arrows = {True: "higher is better", False: "lower is better", None: "descriptive"}
+    caption = "\n".join(f"{LABELS[m]}: {METRICS[m].description} ({arrows[METRICS[m].higher_is_better]})" for m in used)
+    table = Table(title=title, caption=escape(caption + "\n[low–high]: 95% confidence interval; all metrics are in each summary.json"), caption_justify="left")
+    table.add_column("model", style="bold", overflow="fold")
+    table.add_column("language", overflow="fold")
+    for task, metric in columns:
+        arrow = {True: " ↑", False: " ↓", None: ""}[METRICS[metric].higher_is_better]
+        table.add_column(f"{LABELS[metric]}{arrow}\n({task})", justify="right", overflow="fold")
+    for (model, language), row in rows.items():
+        table.add_row(model, f"{display_name(language)} ({language})", *(row.get(column, "") for column in columns))
+    return table

@@ -1,0 +1,171 @@
+"""The transformers backend on a tiny random-weight Llama built from a config (fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.config import ModelConfig
+from bench.errors import UserError
+from bench.models.base import GenerationParams, GenerationRequest, LoglikelihoodRequest
+from bench.models.hf import HFBackend, truncate_at_stop
+
+CONTEXTS = [
+    ("Question: what is 2 + 2?\nAnswer:", " 4"),
+    ("A longer context about a fog bank that rolls in from the ocean to cover a city.", " It takes ten minutes."),
+    ("Wingu la mawingu linakuja kutoka baharini", " kufunika mji."),
+    ("Short", " one"),
+    ("Benny saw a shark ", "with remoras"),  # trailing space moves to the continuation
+]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir: Path) -> HFBackend:
+    return HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu"), batch_size=4)
+
+
+def plain_forward_logprob(backend: HFBackend, context_ids: list[int], continuation_ids: list[int]) -> tuple[float, bool]:
+    """Reference: one unpadded forward pass, log-softmax, sum of the continuation tokens' log-probs."""
+    ids = torch.tensor([context_ids + continuation_ids])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(backend.model(ids).logits[0].float(), dim=-1)
+    positions = range(len(context_ids) - 1, len(context_ids) + len(continuation_ids) - 1)
+    total = sum(float(logprobs[p, t]) for p, t in zip(positions, continuation_ids))
+    greedy = all(int(logprobs[p].argmax()) == t for p, t in zip(positions, continuation_ids))
+    return total, greedy
+
+
+def test_loglikelihood_equals_a_plain_forward_pass_in_padded_batches(backend: HFBackend) -> None:
+    results = backend.loglikelihood([LoglikelihoodRequest(c, x) for c, x in CONTEXTS])
+    for (context, continuation), result in zip(CONTEXTS, results):
+        context_ids, continuation_ids = backend._encode_pair(context, continuation)
+        expected, greedy = plain_forward_logprob(backend, context_ids, continuation_ids)
+        assert result.logprob == pytest.approx(expected, abs=1e-4)
+        assert result.is_greedy == greedy
+        assert result.continuation_tokens == len(continuation_ids)
+        assert result.input_tokens == len(context_ids) + len(continuation_ids) - 1
+        assert result.logprob < 0
+
+
+def test_batch_size_does_not_change_scores(tiny_model_dir: Path, backend: HFBackend) -> None:
+    single = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu"), batch_size=1)
+    requests = [LoglikelihoodRequest(c, x) for c, x in CONTEXTS]
+    for one, many in zip(single.loglikelihood(requests), backend.loglikelihood(requests)):
+        assert one.logprob == pytest.approx(many.logprob, abs=1e-4)
+
+
+def test_trailing_space_of_context_moves_to_the_continuation(backend: HFBackend) -> None:
+    context_ids, continuation_ids = backend._encode_pair("Benny saw a shark ", "with")
+    assert backend.tokenizer.decode(continuation_ids).startswith(" ")
+    assert backend.tokenizer.decode(context_ids + continuation_ids) == "Benny saw a shark with"
+
+
+def test_rolling_loglikelihood_equals_scoring_the_text_after_the_prefix_token(backend: HFBackend) -> None:
+    text = "Iwọ afẹfẹ kan bọ lati inu okun lati bo ilu kan."
+    [rolling] = backend.loglikelihood_rolling([text])
+    tokens = backend.count_tokens([text])[0]
+    expected, _ = plain_forward_logprob(backend, [backend.prefix_token_id], backend._encode(text, special=False))
+    assert rolling.logprob == pytest.approx(expected, abs=1e-4)
+    assert rolling.input_tokens == tokens
+
+
+def test_rolling_windows_cover_texts_longer_than_the_context(tiny_model_dir: Path) -> None:
+    short = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", max_length=16), batch_size=4)
+    text = " ".join(["A fog bank rolls in from the ocean to cover a city."] * 4)
+    [result] = short.loglikelihood_rolling([text])
+    tokens = short._encode(text, special=False)
+    shifted = [short.prefix_token_id] + tokens
+    expected = 0.0
+    for start in range(0, len(tokens), 16):
+        targets = tokens[start : start + 16]
+        window = shifted[start : start + len(targets)]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(short.model(torch.tensor([window])).logits[0].float(), dim=-1)
+        expected += sum(float(logprobs[i, t]) for i, t in enumerate(targets))
+    assert len(tokens) > 16
+    assert result.logprob == pytest.approx(expected, abs=1e-3)
+
+
+def test_greedy_generation_is_deterministic_and_counts_tokens(backend: HFBackend) -> None:
+    params = GenerationParams(max_new_tokens=12)
+    requests = [GenerationRequest("Question: 2 + 2 =", params), GenerationRequest("A much longer prompt that needs left padding in the batch:", params)]
+    first = backend.generate(requests)
+    second = backend.generate(list(reversed(requests)))
+    assert [r.text for r in first] == [r.text for r in reversed(second)]
+    for request, result in zip(requests, first):
+        assert 1 <= result.output_tokens <= 12
+        assert result.input_tokens == len(backend._prompt_ids(request.context, params))
+
+
+def test_generation_in_a_batch_matches_generation_alone(backend: HFBackend) -> None:
+    params = GenerationParams(max_new_tokens=8)
+    prompts = ["Short", "A much longer prompt that needs plenty of left padding"]
+    together = backend.generate([GenerationRequest(p, params) for p in prompts])
+    alone = [backend.generate([GenerationRequest(p, params)])[0] for p in prompts]
+    assert [r.text for r in together] == [r.text for r in alone]
+
+
+def test_stop_strings_cut_the_output() -> None:
+    assert truncate_at_stop("12 apples\n\nQuestion: next", ["\n\n", "Question:"]) == "12 apples"
+    assert truncate_at_stop("no stop here", ["\n\n"]) == "no stop here"
+
+
+def test_generation_honours_stop_strings(backend: HFBackend) -> None:
+    free = backend.generate([GenerationRequest("Once upon a", GenerationParams(max_new_tokens=20))])[0].text
+    assert len(free) >= 2
+    stop = free[1:3]
+    stopped = backend.generate([GenerationRequest("Once upon a", GenerationParams(max_new_tokens=20, stop=(stop,)))])[0]
+    assert stop not in stopped.text
+    assert free.startswith(stopped.text)
+
+
+def test_count_tokens_adds_no_special_tokens(backend: HFBackend) -> None:
+    assert backend.count_tokens(["", "abc"])[0] == 0
+    assert backend.count_tokens(["hello world"]) == [len(backend.tokenizer("hello world", add_special_tokens=False)["input_ids"])]
+
+
+def test_model_info_reports_what_was_loaded(backend: HFBackend) -> None:
+    assert backend.info.dtype == "float32" and backend.info.device == "cpu"
+    assert backend.info.parameters == backend.model.num_parameters() > 0
+
+
+def test_a_model_too_big_for_ram_is_refused_before_loading(tmp_path: Path) -> None:
+    """A 70B-parameter Llama config (no weights): the estimate alone refuses it."""
+    from transformers import LlamaConfig
+
+    LlamaConfig(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, vocab_size=128256).save_pretrained(tmp_path)
+    with pytest.raises(UserError) as error:
+        HFBackend(ModelConfig(ref=str(tmp_path), device="cpu"))
+    message = str(error.value)
+    assert "\n" not in message
+    assert "needs about" in message and "GiB" in message and "of RAM is free" in message
+
+
+def test_max_memory_limit_is_respected_and_a_smaller_dtype_is_suggested(tiny_model_dir: Path) -> None:
+    parameters = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu")).info.parameters
+    fp32_need = int(parameters * 4 * 1.2 + 300 * 2**20)
+    limit = f"{fp32_need - 1000}B"
+    with pytest.raises(UserError, match="try --dtype bfloat16"):
+        HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", max_memory={"cpu": limit}))
+
+
+def test_quantisation_on_cpu_is_refused_with_the_alternative(tiny_model_dir: Path) -> None:
+    with pytest.raises(UserError, match="GPU only.*--dtype bfloat16"):
+        HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", quantization="4bit"))
+
+
+def test_chat_template_required_but_missing_is_refused(tiny_model_dir: Path) -> None:
+    with pytest.raises(UserError, match="has no chat template"):
+        HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", chat_template=True))
+
+
+def test_custom_code_needs_trust_remote_code(tmp_path: Path, tiny_model_dir: Path) -> None:
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "custom.CustomConfig", "AutoModelForCausalLM": "custom.CustomModel"}
+    config["model_type"] = "custom-thing"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="trust_remote_code: true"):
+        HFBackend(ModelConfig(ref=str(tmp_path), device="cpu"))

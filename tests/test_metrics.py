@@ -1,0 +1,66 @@
+"""Metrics: answer extraction, corpus-level aggregation and bootstrap intervals."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.metrics import METRICS, aggregate, ascii_digits, extract_number, normalise_number, text_stats
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("so the answer is \\boxed{42}.", "42"),
+        ("First 3 then 4, finally \\boxed{1,234}", "1234"),
+        ("\\boxed{12} wait no \\boxed{\\frac{1}{2}} ... \\boxed{7.50}", "7.5"),
+        ("The total is 140 minutes.", "140"),
+        ("#### -3", "-3"),
+        ("jumla ni ٤٢", "42"),
+        ("उत्तर १२५ है", "125"),
+        ("no digits here", None),
+    ],
+)
+def test_extract_number(text: str, expected: str | None) -> None:
+    assert extract_number(text) == expected
+
+
+def test_normalise_number() -> None:
+    assert normalise_number("10.0") == "10"
+    assert normalise_number("1,000") == "1000"
+    assert normalise_number("abc") is None
+
+
+def test_ascii_digits_leave_ascii_text_alone() -> None:
+    assert ascii_digits("abc 123") == "abc 123"
+    assert ascii_digits("၁၂") == "12"  # Myanmar digits
+
+
+def test_text_stats_counts_bytes_not_characters_for_ge_ez() -> None:
+    stats = text_stats("ሰላም ዓለም")
+    assert stats == {"words": 2, "chars": 7, "bytes": 6 * 3 + 1}
+
+
+def test_mean_metric_and_interval() -> None:
+    samples = [{"exact_match_number": v} for v in [1, 0, 1, 1, 0, 1, 0, 1]]
+    result = aggregate(METRICS["exact_match_number"], samples, seed=1)
+    assert result["value"] == pytest.approx(5 / 8)
+    assert 0 <= result["ci_low"] < 5 / 8 < result["ci_high"] <= 1
+    assert result["n"] == 8
+    assert aggregate(METRICS["exact_match_number"], samples, seed=1) == result  # seeded: reproducible
+
+
+def test_ratio_metric_is_a_ratio_of_sums_not_a_mean_of_ratios() -> None:
+    samples = [{"neg_log2_prob": 10.0, "bytes": 10}, {"neg_log2_prob": 90.0, "bytes": 30}]
+    assert aggregate(METRICS["bits_per_byte"], samples)["value"] == pytest.approx(100 / 40)
+
+
+def test_perplexity_per_word_is_exponentiated() -> None:
+    samples = [{"neg_logprob": 2.0, "words": 1}, {"neg_logprob": 4.0, "words": 2}]
+    assert aggregate(METRICS["perplexity_per_word"], samples)["value"] == pytest.approx(2.718281828**2, rel=1e-6)
+
+
+def test_missing_values_are_left_out_and_empty_gives_none() -> None:
+    samples = [{"tokens": 10, "reference_tokens": 5}, {"tokens": 7, "reference_tokens": None}]
+    result = aggregate(METRICS["token_premium"], samples)
+    assert result["value"] == pytest.approx(2.0) and result["n"] == 1
+    assert aggregate(METRICS["token_premium"], [])["value"] is None
