@@ -175,7 +175,7 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
                     continue
                 backend = None
                 if any(pending[cell.key] for cell in todo):
-                    progress.update(bar, description=f"loading {model.ref}")
+                    progress.update(bar, description=f"loading {todo[0].model_title} (a GGUF is converted once, then cached)")
                     backend = backend_factory(model, config)
                     manifest["models"][todo[0].model_slug] = asdict(backend.info)
                     store.write_manifest(manifest)

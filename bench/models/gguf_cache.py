@@ -7,6 +7,8 @@ checkpoint under the cache folder, and load that afterwards (under a second).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from pathlib import Path
 
@@ -26,8 +28,10 @@ def ensure_converted(source: ModelSource) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = Path(source.location)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers draws its own per-tensor progress bar here; the run's progress bar is enough.
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The loaded weights are plain dequantised tensors; drop the GGUF marker so they can be saved.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
