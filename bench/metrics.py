@@ -42,7 +42,7 @@ METRICS: dict[str, Metric] = {
     for metric in (
         Metric("exact_match_number", "share of answers whose final number equals the reference number", ("exact_match_number",), True),
         Metric("exact_match", "share of answers equal to the reference after normalisation", ("exact_match",), True),
-        Metric("bits_per_byte", "bits the model needs per UTF-8 byte of text (lower is better; comparable across tokenizers)", ("neg_log2_prob", "bytes"), False),
+        Metric("bits_per_byte", "bits the model needs per UTF-8 byte of text (comparable across tokenizers)", ("neg_log2_prob", "bytes"), False),
         Metric("nats_per_token", "mean negative log-likelihood per token (depends on the tokenizer)", ("neg_logprob", "tokens"), False),
         Metric("perplexity_per_word", "exp of the negative log-likelihood per whitespace word", ("neg_logprob", "words"), False, "exp"),
         Metric("tokens_per_word", "tokens per whitespace-separated word", ("tokens", "words"), None),

@@ -217,6 +217,16 @@ class HFBackend:
         return results
 
     # ---------------------------------------------------------------- scoring core
+    def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask, padded on the left to the longest sequence."""
+        width = max(len(sequence) for sequence in sequences)
+        ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            ids[row, width - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
+            mask[row, width - len(sequence) :] = 1
+        return ids, mask
+
     def _score_batch(self, batch: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """For each (inputs, targets): the last len(targets) positions of inputs predict targets.
 
@@ -224,13 +234,8 @@ class HFBackend:
         Sequences are left-padded so that every target sits at the end and only the needed
         positions' logits are computed.
         """
-        width = max(len(inputs) for inputs, _ in batch)
         keep = max(len(targets) for _, targets in batch)
-        ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (inputs, _) in enumerate(batch):
-            ids[row, width - len(inputs) :] = torch.tensor(inputs, dtype=torch.long)
-            mask[row, width - len(inputs) :] = 1
+        ids, mask = self._left_pad([inputs for inputs, _ in batch])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         kwargs = {"logits_to_keep": keep} if self._keeps_logits else {}
         with torch.inference_mode():
@@ -328,12 +333,8 @@ class HFBackend:
         from transformers import GenerationConfig
 
         params = batch[0][1]
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (prompt, _) in enumerate(batch):
-            ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            mask[row, width - len(prompt) :] = 1
+        ids, mask = self._left_pad([prompt for prompt, _ in batch])
+        width = ids.shape[1]
         eos_ids = self._eos_ids()
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
