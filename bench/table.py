@@ -13,6 +13,11 @@ from bench.metrics import METRICS
 
 # Short, plain-language column headings; the caption explains each one.
 LABELS = {
+    "acc": "accuracy",
+    "acc_norm_bytes": "accuracy, byte-normalised",
+    "chrf_pp": "chrF++",
+    "bleu": "BLEU",
+    "f1": "token F1",
     "exact_match_number": "accuracy",
     "exact_match": "exact match",
     "bits_per_byte": "bits per byte",
@@ -23,7 +28,8 @@ LABELS = {
     "tokens_per_byte": "tokens per byte",
     "token_premium": "token premium vs English",
 }
-PERCENT = {"exact_match_number", "exact_match"}
+PERCENT = {"acc", "acc_norm_bytes", "f1", "exact_match_number", "exact_match"}
+ONE_DECIMAL = {"chrf_pp", "bleu"}  # sacrebleu's 0-100 scales
 
 
 def _format(metric: str, score: dict[str, Any]) -> str:
@@ -34,8 +40,9 @@ def _format(metric: str, score: dict[str, Any]) -> str:
         text = f"{value:.0%}"
         return f"{text} [{low:.0%}–{high:.0%}]" if low is not None and high is not None else text
     suffix = "×" if metric == "token_premium" else ""
-    text = f"{value:.2f}{suffix}"
-    return f"{text} [{low:.2f}–{high:.2f}]" if low is not None and high is not None and low != high else text
+    digits = 1 if metric in ONE_DECIMAL else 2
+    text = f"{value:.{digits}f}{suffix}"
+    return f"{text} [{low:.{digits}f}–{high:.{digits}f}]" if low is not None and high is not None and low != high else text
 
 
 def results_table(summaries: Sequence[dict[str, Any]], title: str = "Results") -> Table:
