@@ -4,7 +4,7 @@ A task file describes one family: shared fields at the top, and either a single 
 (`name:` at the top) or several (`tasks:` — a list of entries that override the shared fields).
 Templates are plain ``{field}`` placeholders (``{parallel[sentence]}`` and ``{answer_pivot[text][0]}``
 reach inside a field); rows also offer ``{language_name}`` and, for multiple choice, ``{lettered_choices}``.
-A row whose templates use a null field, or whose generation reference is empty, is left out.
+A row whose templates use a null field or an empty list, or whose generation reference is empty, is left out.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ class Doc:
 
 
 class _Unusable(Exception):
-    """A row that cannot become an item: a field its templates use is null, or its reference is empty."""
+    """A row that cannot become an item: a field its templates use is null or an empty list, or its reference is empty."""
 
 
 def _base_name(placeholder: str) -> str:
@@ -137,7 +137,9 @@ def render(template: str, row: Row, task: str) -> str:
         raise _Unusable
     try:
         return template.format_map(row)
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as error:
+    except IndexError:
+        raise _Unusable from None  # e.g. an empty list of answers
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise UserError(f"task {task}: template {template!r} cannot be filled from a row ({type(error).__name__}: {error}); check its field names") from None
 
 
