@@ -133,13 +133,11 @@ def tasks(data_dir: DataDirOption = None) -> None:
 
 def _codes(spec: Any, languages: list[str]) -> list[str]:
     """The task's codes for the requested languages; the ones it lacks are left out."""
-    from bench.errors import UserError as Missing
-
     codes = []
     for language in languages:
         try:
             codes.append(spec.language(language))
-        except Missing:
+        except UserError:
             continue
     return codes
 
@@ -159,7 +157,7 @@ def data_pull(
         raise UserError("the Hub is switched off here (HF_HUB_OFFLINE); run `accessbench data pull` on a machine with internet")
     specs = [get_task(name) for name in task]
     if not any(_codes(spec, lang) for spec in specs):
-        specs[0].language(lang[0])  # raises the error that lists the task's languages
+        specs[0].language(lang[0])  # none has any of them: raise the error that lists the first task's languages
     done: set[tuple[str, str, str]] = set()
     for spec in specs:
         if spec.source.hf is None or spec.source.local is None:

@@ -60,7 +60,6 @@ class TaskSpec(_Strict):
     prompt: str | None = None
     text: str | None = None
     target: str | None = None
-    answer: Literal["number", "text"] = "text"
     choices: list[str] | None = Field(None, description="multiple choice: the choices, as templates (fixed labels or {field}s)")
     choices_field: str | None = Field(None, description="multiple choice: a field holding the list of choices")
     gold: Literal["choice", "letter", "index", "position"] = Field("choice", description="how target names the right choice")
