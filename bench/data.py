@@ -157,7 +157,7 @@ def load_rows(source: SourceSpec, language: str, split: str, data_dir: Path | No
         return packaged_rows(source.pypi, language, split)
     path = mirror_file(source, language, split, data_dir)
     if path is not None and path.is_file():
-        return [dict(row) for row in _jsonl_rows(path)]
+        return [dict(row) for row in _jsonl_rows(path, path.stat().st_mtime_ns)]
     folder = mirror_dir(data_dir)
     where = f"{path} does not exist" if path is not None else f"no data folder is set (--data-dir or {DATA_ENV})"
     fix = pull_command(task, language, folder)
@@ -173,7 +173,7 @@ def load_rows(source: SourceSpec, language: str, split: str, data_dir: Path | No
 
 # ---------------------------------------------------------------- the mirror
 @lru_cache(maxsize=256)
-def _jsonl_rows(path: Path) -> tuple[Row, ...]:
+def _jsonl_rows(path: Path, _mtime: int) -> tuple[Row, ...]:
     rows = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):

@@ -172,7 +172,7 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
     console = console or Console(stderr=True)
     plan = make_plan(config)
     for note in plan.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     store = RunStore(config.output / config.run_id())
     manifest = store.manifest() or {
         "run_id": config.run_id(),

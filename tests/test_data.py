@@ -131,3 +131,20 @@ def test_file_problems_are_one_line(tmp_path: Path, name: str, content: str | by
     with pytest.raises(UserError) as error:
         read_user_rows(UserFile(path=write(tmp_path, name, content)))
     assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_data_check_tells_where_each_language_comes_from_or_the_fix(shared_data: Path) -> None:
+    from conftest import run_cli
+
+    result = run_cli("data", "check", "afrixnli", "--lang", "hau", "--lang", "amh", "--data-dir", str(shared_data))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any("hau" in line and "mirror:" in line and "afrixnli/hau.test.jsonl" in line for line in lines)
+    assert any("amh" in line and "missing" in line and f"accessbench data pull afrixnli --lang amh --to {shared_data}" in line for line in lines)
+
+
+def test_data_pull_offline_says_where_to_run_it(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    result = run_cli("data", "pull", "sib200", "--lang", "hau", "--to", str(tmp_path))
+    assert result.returncode == 2 and "run `accessbench data pull` on a machine with internet" in result.stderr
