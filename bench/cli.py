@@ -20,6 +20,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+data_app = typer.Typer(help="Prepare and check the local data mirror (for machines without internet).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 console = Console()
 errors = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,6 +70,9 @@ def run(
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16 for every model")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N for every model")] = None,
     batch_size: Annotated[str | None, typer.Option("--batch-size", help="an integer or 'auto'")] = None,
+    task_file: Annotated[list[Path] | None, typer.Option("--task-file", help="your own CSV/JSONL (prompt, reference[, choices, language, id]) or a task YAML naming one (repeatable)")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="local data mirror <dataset>/<lang>.<split>.jsonl (default: $ACCESSBENCH_DATA)")] = None,
+    fewshot: Annotated[int | None, typer.Option(help="k examples from each task's few-shot split (default: 0)", min=0)] = None,
 ) -> None:
     """Evaluate models on tasks and languages; rerunning the same command resumes."""
     from bench.config import build_config
@@ -75,7 +80,10 @@ def run(
     from bench.table import results_table
 
     overrides = {"dtype": dtype, "device": device, "batch_size": _batch_size(batch_size)}
-    settings = build_config(config, models=model, tasks=task, languages=lang, limit=limit, output=output, model_overrides=overrides)
+    settings = build_config(
+        config, models=model, tasks=task, languages=lang, limit=limit, output=output, model_overrides=overrides,
+        task_files=task_file, data_dir=data_dir, fewshot=fewshot,
+    )
     outcome = run_config(settings, errors)
     console.print(results_table(outcome.summaries, title=f"{settings.name or 'run'} — {len(outcome.summaries)} cells"))
     console.print(f"results: {outcome.run_dir}  ({outcome.computed_samples} samples computed now; rerun to resume or reuse)", highlight=False)
@@ -100,19 +108,117 @@ def models() -> None:
     console.print("Any Hugging Face model also works as hf:org/name (or org/name), as do local folders and .gguf files.")
 
 
+DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="local data mirror (default: $ACCESSBENCH_DATA)")]
+
+
 @app.command()
 @user_errors_as_one_line
-def tasks() -> None:
-    """List the tasks, their kind, languages and metrics."""
+def tasks(data_dir: DataDirOption = None) -> None:
+    """List the tasks: kind, languages, metrics and where their data is available right now."""
+    from bench.data import availability
     from bench.errors import short_list
     from bench.tasks import all_tasks
 
     table = Table(title="Tasks")
-    for column in ("task", "kind", "languages", "metrics", "data"):
+    for column in ("task", "kind", "languages", "metrics", "data now"):
         table.add_column(column, overflow="fold")
     for spec in all_tasks().values():
-        table.add_row(spec.name, spec.kind, f"{len(spec.languages)}: {short_list(spec.languages, 8)}", ", ".join(spec.metrics), f"PyPI: {spec.source.pypi}")
+        table.add_row(
+            spec.name, spec.kind, f"{len(spec.languages)}: {short_list(spec.languages, 8)}", ", ".join(spec.metrics),
+            availability(spec.source, spec.languages, data_dir),
+        )
     console.print(table)
+    console.print("Your own data: accessbench run --task-file my_messages.csv (see docs/tasks.md). `accessbench data check` details each language.")
+
+
+def _codes(spec: Any, languages: list[str]) -> list[str]:
+    """The task's codes for the requested languages; the ones it lacks are left out."""
+    codes = []
+    for language in languages:
+        try:
+            codes.append(spec.language(language))
+        except UserError:
+            continue
+    return codes
+
+
+@data_app.command("pull")
+@user_errors_as_one_line
+def data_pull(
+    task: Annotated[list[str], typer.Argument(help="task names, e.g. sib200 flores_eng_x afrisenti")],
+    lang: Annotated[list[str], typer.Option("--lang", "-l", help="language (repeatable): hau, hau_Latn or Hausa")],
+    to: Annotated[Path, typer.Option("--to", help="the mirror folder to fill (copy it to the machine without internet)")],
+) -> None:
+    """Download tasks' data from the Hugging Face Hub into the mirror layout <dataset>/<lang>.<split>.jsonl."""
+    from bench.data import hub_offline, pull
+    from bench.tasks import get_task
+
+    if hub_offline():
+        raise UserError("the Hub is switched off here (HF_HUB_OFFLINE); run `accessbench data pull` on a machine with internet")
+    specs = [get_task(name) for name in task]
+    if not any(_codes(spec, lang) for spec in specs):
+        specs[0].language(lang[0])  # none has any of them: raise the error that lists the first task's languages
+    done: set[tuple[str, str, str]] = set()
+    for spec in specs:
+        if spec.source.hf is None or spec.source.local is None:
+            console.print(f"{spec.name}: its data ships in {spec.source.pypi or 'a file'}; nothing to pull")
+            continue
+        for code in _codes(spec, lang):
+            for language, split in spec.data_needs(code):
+                if (spec.source.local, language, split) in done:
+                    continue
+                done.add((spec.source.local, language, split))
+                try:
+                    path = pull(spec.source, language, split, to)
+                except UserError as error:
+                    if split == spec.source.split:
+                        raise
+                    errors.print(f"[yellow]note:[/] {spec.name}: no few-shot split '{split}' for {language} ({error}); zero-shot runs do not need it", highlight=False)
+                    continue
+                console.print(f"{spec.name} {language} {split}: {path}", highlight=False)
+    console.print(f"done: run with --data-dir {to} (or ACCESSBENCH_DATA={to}) on the machine without internet", highlight=False)
+
+
+@data_app.command("check")
+@user_errors_as_one_line
+def data_check(
+    task: Annotated[list[str] | None, typer.Argument(help="task names (default: all)")] = None,
+    lang: Annotated[list[str] | None, typer.Option("--lang", "-l", help="language (repeatable); default: those in the mirror")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """For each task and language: where its data will come from right now, or the command that fetches it."""
+    from bench.data import locate, mirrored_languages
+    from bench.paths import mirror_dir
+    from bench.tasks import all_tasks, get_task
+
+    specs = [get_task(name) for name in task] if task else list(all_tasks().values())
+    table = Table(title=f"Data for each task and language (mirror: {mirror_dir(data_dir) or 'none; pass --data-dir or set ACCESSBENCH_DATA'})")
+    for column in ("task", "language", "split", "data now", "to fix"):
+        table.add_column(column, overflow="fold")
+    for spec in specs:
+        if spec.source.pypi is not None and not lang:
+            origin = locate(spec.source, spec.languages[0], spec.source.split, data_dir, spec.name)
+            table.add_row(spec.name, f"all {len(spec.languages)}", spec.source.split, *_origin_cells(origin))
+            continue
+        codes = _codes(spec, lang) if lang else mirrored_languages(spec.source, spec.languages, data_dir)
+        if lang and not codes:
+            table.add_row(spec.name, ", ".join(lang), "", "[dim]the task has none of these languages[/]", "")
+        needs = dict.fromkeys(need for code in codes for need in spec.data_needs(code))
+        for language, split in needs:
+            origin = locate(spec.source, language, split, data_dir, spec.name)
+            label = split if split == spec.source.split else f"{split} (few-shot)"
+            table.add_row(spec.name, language, label, *_origin_cells(origin))
+        if not lang and len(codes) < len(spec.languages):
+            rest = len(spec.languages) - len(codes)
+            hub = f"Hub {spec.source.hf.path}" if spec.source.hf else "[red]none[/]"
+            table.add_row(spec.name, f"{rest} other languages", "", hub, f"accessbench data pull {spec.name} --lang CODE --to DIR")
+    console.print(table)
+
+
+def _origin_cells(origin: Any) -> tuple[str, str]:
+    if origin.kind == "missing":
+        return "[red]missing[/]", origin.where
+    return f"{origin.kind}: {origin.where}", ""
 
 
 def main() -> None:

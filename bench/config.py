@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import UserError, did_you_mean
+from bench.paths import DATA_ENV
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 BatchSize = int | Literal["auto"]
@@ -68,9 +70,12 @@ class RunConfig(_Strict):
 
     name: str | None = None
     models: list[ModelConfig] = Field(min_length=1)
-    tasks: list[str] = Field(min_length=1)
-    languages: list[str] = Field(min_length=1)
+    tasks: list[str]
+    task_files: list[Path] = Field(default_factory=list, description="an organisation's own CSV/JSONL files (or task YAMLs naming them)")
+    languages: list[str]
     limit: int | None = Field(None, ge=1)
+    fewshot: int | None = Field(None, ge=0, description="k examples from each task's few-shot split; default: each task's own (0)")
+    data_dir: Path | None = Field(None, description=f"local data mirror <dataset>/<lang>.<split>.jsonl (default: ${DATA_ENV})")
     seed: int = 1234
     batch_size: BatchSize = "auto"
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
@@ -84,23 +89,57 @@ class RunConfig(_Strict):
             return [{"ref": item} if isinstance(item, str) else item for item in value]
         return value
 
-    @field_validator("tasks", "languages", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _task_files_need_no_tasks(cls, data: Any) -> Any:
+        """With task files, built-in tasks are optional, and so are languages (the files name theirs)."""
+        if isinstance(data, dict) and data.get("task_files"):
+            return {"tasks": [], "languages": [], **data}
+        return data
+
+    @field_validator("tasks", "languages", "task_files", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> RunConfig:
+        if not self.tasks and not self.task_files:
+            raise ValueError("name at least one task (tasks: [...]) or a task file (task_files: [...])")
+        if self.tasks and not self.languages:
+            raise ValueError("built-in tasks need languages: a list such as [hau, swh]")
+        return self
 
     def batch_size_for(self, model: ModelConfig) -> BatchSize:
         return model.batch_size if model.batch_size is not None else self.batch_size
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results (not where they are written)."""
+        """Hash of everything that changes results (not where they are written), task files' contents included."""
         payload = self.model_dump(mode="json", exclude={"output", "name"})
+        payload["task_file_contents"] = [_file_digest(path) for path in self.task_files]
         canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def run_id(self) -> str:
         """Stable folder name: the same config always resumes into the same run."""
         return f"{self.name or 'run'}-{self.fingerprint()[:10]}"
+
+
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a task file and, for a task YAML, of the data file it names."""
+    try:
+        content = path.read_bytes()
+    except OSError:
+        return "missing"
+    digest = hashlib.sha256(content)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            named = (yaml.safe_load(content) or {}).get("file")
+        except (yaml.YAMLError, AttributeError):
+            named = None
+        if isinstance(named, str):
+            digest.update(_file_digest(path.parent / named).encode())
+    return digest.hexdigest()
 
 
 _FIELD_HINTS: dict[str, str] = {
@@ -186,10 +225,21 @@ def build_config(
     limit: int | None = None,
     output: Path | None = None,
     model_overrides: dict[str, Any] | None = None,
+    task_files: list[Path] | None = None,
+    data_dir: Path | None = None,
+    fewshot: int | None = None,
 ) -> RunConfig:
-    """Load a config file (optional) and apply CLI overrides on top of it."""
+    """Load a config file (optional) and apply CLI overrides on top of it; ``ACCESSBENCH_DATA`` fills data_dir."""
     data: dict[str, Any] = read_config_file(path) if path is not None else {}
     source = str(path) if path is not None else "command line"
+    if task_files:
+        data["task_files"] = [str(file) for file in task_files]
+    if data_dir is not None:
+        data["data_dir"] = str(data_dir)
+    elif not data.get("data_dir") and os.environ.get(DATA_ENV):
+        data["data_dir"] = os.environ[DATA_ENV]
+    if fewshot is not None:
+        data["fewshot"] = fewshot
     if models:
         data["models"] = list(models)
     if tasks:
@@ -207,7 +257,8 @@ def build_config(
             {**({"ref": entry} if isinstance(entry, str) else entry), **overrides} for entry in (entries if isinstance(entries, list) else [entries])
         ]
     if path is None:
-        for field in ("models", "tasks", "languages"):
+        needed = ("models",) if data.get("task_files") and not data.get("tasks") else ("models", "tasks", "languages")
+        for field in needed:
             if not data.get(field):
                 flag = {"models": "--model", "tasks": "--task", "languages": "--lang"}[field]
                 raise UserError(f"no {field} given: pass {flag} (repeatable) or a config file, e.g. `accessbench run configs/quickstart.yaml`")

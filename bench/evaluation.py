@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench.config import GenerationConfig
-from bench.metrics import METRICS, aggregate, extract_number, normalise_text, text_stats
-from bench.models.base import Backend, GenerationParams, GenerationRequest
+from bench.metrics import METRICS, CorpusMetric, aggregate, extract_number, normalise_text, text_stats, token_f1
+from bench.models.base import Backend, GenerationParams, GenerationRequest, LoglikelihoodRequest
 from bench.tasks import Doc, TaskSpec
 
 SampleRecord = dict[str, Any]
@@ -25,12 +25,25 @@ def generation_params(spec: TaskSpec, defaults: GenerationConfig) -> GenerationP
     )
 
 
-def _score_generation(spec: TaskSpec, doc: Doc, output: str) -> dict[str, float]:
-    target = doc.target or ""
-    if spec.answer == "number":
-        predicted = extract_number(output)
-        return {"exact_match_number": float(predicted is not None and predicted == extract_number(target))}
-    return {"exact_match": float(normalise_text(output) == normalise_text(target))}
+def _score_generation(spec: TaskSpec, doc: Doc, output: str) -> dict[str, Any]:
+    """Per-sample values for the task's metrics; corpus metrics keep the sentence's sacrebleu statistics."""
+    target, values = doc.target or "", {}
+    for name in spec.metrics:
+        metric = METRICS[name]
+        if isinstance(metric, CorpusMetric):
+            values[metric.column] = metric.sentence_stats(output.strip(), target.strip())
+        elif name == "exact_match_number":
+            predicted = extract_number(output)
+            values[name] = float(predicted is not None and predicted == extract_number(target))
+        elif name == "exact_match":
+            values[name] = float(normalise_text(output) == normalise_text(target))
+        elif name == "f1":
+            values[name] = token_f1(output, target)
+    return values
+
+
+def _argmax(scores: Sequence[float]) -> int:
+    return max(range(len(scores)), key=lambda i: scores[i])
 
 
 def evaluate_docs(
@@ -49,6 +62,24 @@ def evaluate_docs(
             records.append(
                 _record(doc, doc.prompt, answer.text, _score_generation(spec, doc, answer.text), answer.input_tokens, answer.output_tokens)
             )
+    elif spec.kind == "multiple_choice":  # every choice of every doc of the chunk in one backend call
+        requests = [LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices]
+        scored = iter(backend.loglikelihood(requests))
+        for doc in docs:
+            results = [next(scored) for _ in doc.choices]
+            logprobs = [result.logprob for result in results]
+            per_byte = [lp / len((" " + choice).encode("utf-8")) for lp, choice in zip(logprobs, doc.choices)]
+            predicted, predicted_norm = _argmax(logprobs), _argmax(per_byte)
+            values = {
+                "acc": float(predicted == doc.gold),
+                "acc_norm_bytes": float(predicted_norm == doc.gold),
+                "gold": doc.gold,
+                "predicted": predicted,
+                "predicted_norm_bytes": predicted_norm,
+                "choice_logprobs": [round(lp, 4) for lp in logprobs],
+            }
+            input_tokens = sum(result.input_tokens for result in results)
+            records.append(_record(doc, doc.prompt, doc.choices[predicted], values, input_tokens, 0))
     elif spec.kind == "rolling_loglikelihood":
         scored = backend.loglikelihood_rolling([doc.text or "" for doc in docs])
         for doc, result in zip(docs, scored):
@@ -81,6 +112,7 @@ def _record(doc: Doc, shown_input: str | None, output: str | None, values: Mappi
         "values": dict(values),
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
+        **({"choices": list(doc.choices)} if doc.choices else {}),
     }
 
 

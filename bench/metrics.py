@@ -2,7 +2,9 @@
 
 A metric reads named per-sample columns and reduces them either to a mean (accuracy-like)
 or to a ratio of sums (bits per byte, tokens per word, token premium), which is the
-corpus-level definition; its 95 % interval is a seeded percentile bootstrap over samples.
+corpus-level definition. A corpus metric (chrF++, BLEU) keeps each sentence's sacrebleu
+statistics and scores their sum, exactly as sacrebleu's corpus score does. Every 95 %
+interval is a seeded percentile bootstrap over samples (sentences).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+import string
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from functools import cache
+from typing import Any, Literal
 
 import numpy as np
 
@@ -37,9 +41,45 @@ class Metric:
         return np.exp(result) if self.transform == "exp" else result
 
 
-METRICS: dict[str, Metric] = {
+@dataclass(frozen=True)
+class CorpusMetric:
+    """A corpus-level score from summed per-sentence statistics (sacrebleu's significance tests do the same)."""
+
+    name: str
+    description: str
+    column: str  # per-sample list of sufficient statistics
+    higher_is_better: bool
+    scorer: Callable[[], Any]  # a sacrebleu metric object
+
+    def score(self, summed: np.ndarray) -> float:
+        return float(self.scorer()._compute_score_from_stats([float(x) for x in summed]).score)
+
+    def sentence_stats(self, hypothesis: str, reference: str) -> list[float]:
+        return [float(x) for x in self.scorer()._extract_corpus_statistics([hypothesis], [[reference]])[0]]
+
+
+@cache
+def _chrf_pp() -> Any:
+    from sacrebleu.metrics import CHRF
+
+    return CHRF(word_order=2)
+
+
+@cache
+def _bleu() -> Any:
+    from sacrebleu.metrics import BLEU
+
+    return BLEU()
+
+
+METRICS: dict[str, Metric | CorpusMetric] = {
     metric.name: metric
     for metric in (
+        Metric("acc", "share of items whose highest-likelihood choice is the right one", ("acc",), True),
+        Metric("acc_norm_bytes", "accuracy when each choice's log-likelihood is divided by its UTF-8 bytes (fair across scripts)", ("acc_norm_bytes",), True),
+        CorpusMetric("chrf_pp", "chrF++ (sacrebleu, character n-grams + word bigrams), corpus-level, 0-100", "chrf_pp_stats", True, _chrf_pp),
+        CorpusMetric("bleu", "BLEU (sacrebleu, 13a tokenisation), corpus-level, 0-100", "bleu_stats", True, _bleu),
+        Metric("f1", "token overlap F1 with the reference answer (SQuAD normalisation)", ("f1",), True),
         Metric("exact_match_number", "share of answers whose final number equals the reference number", ("exact_match_number",), True),
         Metric("exact_match", "share of answers equal to the reference after normalisation", ("exact_match",), True),
         Metric("bits_per_byte", "bits the model needs per UTF-8 byte of text (comparable across tokenizers)", ("neg_log2_prob", "bytes"), False),
@@ -53,17 +93,23 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def aggregate(metric: Metric, samples: Sequence[Mapping[str, float]], seed: int = 0) -> dict[str, float | int | None]:
+def aggregate(metric: Metric | CorpusMetric, samples: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, float | int | None]:
     """Value and 95 % percentile-bootstrap interval of a metric over per-sample values."""
-    rows = [sample for sample in samples if all(sample.get(column) is not None for column in metric.columns)]
+    columns = (metric.column,) if isinstance(metric, CorpusMetric) else metric.columns
+    rows = [sample for sample in samples if all(sample.get(column) is not None for column in columns)]
     if not rows:
         return {"value": None, "ci_low": None, "ci_high": None, "n": 0}
-    values = np.array([[float(row[column]) for row in rows] for column in metric.columns])
-    point = float(metric.reduce(values))
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(rows), size=(BOOTSTRAP_RESAMPLES, len(rows)))
-    resampled = np.transpose(values[:, picks], (1, 0, 2))  # (resamples, columns, samples)
-    estimates = metric.reduce(resampled)
+    if isinstance(metric, CorpusMetric):
+        stats = np.array([row[metric.column] for row in rows], dtype=float)  # (samples, statistics)
+        point = metric.score(stats.sum(axis=0))
+        counts = np.stack([np.bincount(pick, minlength=len(rows)) for pick in picks])  # (resamples, samples)
+        estimates = np.array([metric.score(summed) for summed in counts @ stats])
+    else:
+        values = np.array([[float(row[column]) for row in rows] for column in metric.columns])
+        point = float(metric.reduce(values))
+        estimates = metric.reduce(np.transpose(values[:, picks], (1, 0, 2)))  # (resamples, columns, samples)
     estimates = estimates[np.isfinite(estimates)]
     low, high = (np.percentile(estimates, [2.5, 97.5]) if estimates.size else (math.nan, math.nan))
     return {"value": _finite(point), "ci_low": _finite(float(low)), "ci_high": _finite(float(high)), "n": len(rows)}
@@ -110,6 +156,27 @@ def normalise_text(text: str) -> str:
     """Lower-case, NFC, collapse whitespace and strip surrounding punctuation for exact match."""
     text = unicodedata.normalize("NFC", text).lower()
     return " ".join(text.split()).strip(" .,;:!?\"'")
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def squad_tokens(text: str) -> list[str]:
+    """SQuAD normalisation: lower-case, drop punctuation and English articles, split on whitespace."""
+    text = "".join(char for char in text.lower() if char not in string.punctuation)
+    return _ARTICLES.sub(" ", text).split()
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD-style token F1 between a prediction and one reference."""
+    predicted, gold = squad_tokens(prediction), squad_tokens(reference)
+    if not predicted or not gold:
+        return float(predicted == gold)
+    common = sum(min(predicted.count(token), gold.count(token)) for token in set(predicted))
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
 
 
 # ---------------------------------------------------------------- text statistics

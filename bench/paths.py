@@ -19,3 +19,14 @@ def builtin_dir(name: str) -> Path:
     """The project's `tasks/` or `configs/` folder: the checkout's own, or the copy inside an installed wheel."""
     checkout = PACKAGE_ROOT.parent / name
     return checkout if checkout.is_dir() else PACKAGE_ROOT / "_builtin" / name
+
+
+DATA_ENV = "ACCESSBENCH_DATA"
+
+
+def mirror_dir(configured: Path | None = None) -> Path | None:
+    """The local data mirror (`<dataset>/<lang>.<split>.jsonl`): --data-dir / data_dir, else ``ACCESSBENCH_DATA``."""
+    if configured is not None:
+        return Path(configured).expanduser()
+    from_env = os.environ.get(DATA_ENV)
+    return Path(from_env).expanduser() if from_env else None

@@ -18,7 +18,8 @@ from bench.evaluation import evaluate_docs, generation_params, summarize
 from bench.models.base import Backend
 from bench.models.hf import preflight
 from bench.results import CellKey, RunStore
-from bench.tasks import Doc, TaskSpec, get_task, load_docs
+from bench.data import DataMissing
+from bench.tasks import Doc, TaskSpec, get_task, load_docs, task_from_file
 
 BackendFactory = Callable[[ModelConfig, RunConfig], Backend]
 
@@ -63,24 +64,47 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def make_plan(config: RunConfig) -> Plan:
-    """Check every task, language and model before anything is loaded, and list the cells."""
-    tasks = [get_task(name) for name in config.tasks]
-    notes: list[str] = []
-    languages: dict[str, dict[str, str]] = {}  # requested → task → task's code
-    for requested in config.languages:
-        found, first_error = {}, None
-        for task in tasks:
+def _languages_per_task(tasks: list[TaskSpec], requested: list[str], notes: list[str]) -> dict[str, list[str]]:
+    """Each task's own codes for the requested languages; a language no task has is an error.
+
+    Without requested languages (task files only), every language of each task; a task file whose
+    rows name no language (``und``) runs whatever languages were requested.
+    """
+    codes: dict[str, list[str]] = {task.name: [] for task in tasks}
+    for task in tasks:
+        if not requested or task.languages == ["und"]:
+            codes[task.name] = list(task.languages)
+    for language in requested:
+        found, first_error = False, None
+        for task in (task for task in tasks if task.languages != ["und"]):
             try:
-                found[task.name] = task.language(requested)
+                code = task.language(language)
             except UserError as error:
                 first_error = first_error or error
+                notes.append(f"task {task.name} has no '{language}'; those cells are skipped")
+                continue
+            found = True
+            if code not in codes[task.name]:
+                codes[task.name].append(code)
         if not found and first_error is not None:
             raise first_error
-        for task in tasks:
-            if task.name not in found:
-                notes.append(f"task {task.name} has no '{requested}'; those cells are skipped")
-        languages[requested] = found
+    return codes
+
+
+def make_plan(config: RunConfig) -> Plan:
+    """Check every task, language, dataset and model before anything is loaded, and list the cells.
+
+    A cell whose data cannot be had right now is skipped with a note naming the command that
+    fetches it, unless that leaves its task with no cell at all (then it is an error).
+    """
+    default_language = config.languages[0] if len(config.languages) == 1 else None
+    tasks = [get_task(name) for name in config.tasks] + [task_from_file(path, default_language) for path in config.task_files]
+    names = [task.name for task in tasks]
+    for task in tasks:
+        if names.count(task.name) > 1:
+            raise UserError(f"two tasks are named '{task.name}'; give the task file another name (name: in a task YAML)")
+    notes: list[str] = []
+    codes = _languages_per_task(tasks, config.languages, notes)
     models, slugs = [], set()
     for model in config.models:
         source, _, _ = preflight(model)  # reference, device and memory are checked before any run starts
@@ -89,24 +113,29 @@ def make_plan(config: RunConfig) -> Plan:
             slug += "+"
         slugs.add(slug)
         models.append((model, slug, source.title or model.ref))
-    cells = []
-    docs_cache: dict[tuple[str, str], list[Doc]] = {}
-
-    def docs_for(task: TaskSpec, code: str) -> list[Doc]:
-        if (task.name, code) not in docs_cache:
-            docs_cache[(task.name, code)] = load_docs(task, code, config.limit)
-        return docs_cache[(task.name, code)]
-
-    for model, slug, title in models:
-        for task in tasks:
-            for requested in config.languages:
-                code = languages[requested].get(task.name)
-                if code is None:
-                    continue
+    docs: dict[tuple[str, str], tuple[list[Doc], dict[str, Doc] | None]] = {}
+    for task in tasks:
+        missing: list[DataMissing] = []
+        for code in codes[task.name]:
+            try:
+                cell_docs = load_docs(task, code, config.limit, data_dir=config.data_dir, fewshot=config.fewshot, seed=config.seed)
                 reference = None
                 if task.kind == "tokenizer_stats" and task.reference_language:
-                    reference = {doc.id: doc for doc in load_docs(task, task.reference_language)}
-                cells.append(Cell(model, slug, title, task, code, docs_for(task, code), reference))
+                    reference = {doc.id: doc for doc in load_docs(task, task.reference_language, data_dir=config.data_dir)}
+            except DataMissing as error:
+                missing.append(error)
+                continue
+            docs[(task.name, code)] = (cell_docs, reference)
+        if missing and len(missing) == len(codes[task.name]):
+            raise missing[0]
+        notes.extend(f"{error}; that cell is skipped" for error in missing)
+    cells = []
+    for model, slug, title in models:
+        for task in tasks:
+            for code in codes[task.name]:
+                if (task.name, code) in docs:
+                    cell_docs, reference = docs[(task.name, code)]
+                    cells.append(Cell(model, slug, title, task, code, cell_docs, reference))
     return Plan(cells, notes)
 
 
@@ -143,7 +172,7 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
     console = console or Console(stderr=True)
     plan = make_plan(config)
     for note in plan.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     store = RunStore(config.output / config.run_id())
     manifest = store.manifest() or {
         "run_id": config.run_id(),

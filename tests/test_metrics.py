@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.metrics import METRICS, aggregate, ascii_digits, extract_number, normalise_number, text_stats
+from bench.metrics import METRICS, aggregate, ascii_digits, extract_number, normalise_number, text_stats, token_f1
 
 
 @pytest.mark.parametrize(
@@ -64,3 +64,44 @@ def test_missing_values_are_left_out_and_empty_gives_none() -> None:
     result = aggregate(METRICS["token_premium"], samples)
     assert result["value"] == pytest.approx(2.0) and result["n"] == 1
     assert aggregate(METRICS["token_premium"], [])["value"] is None
+
+
+# ---------------------------------------------------------------- the task suite's metrics
+HYPOTHESES = ["The cat sat on the mat.", "Ina kwana, yaya gida?", "", "Ẹ kú àárọ̀ o", "ሰላም ዓለም"]
+REFERENCES = ["The cat is on the mat.", "Ina kwana? Yaya gida?", "Nothing here", "Ẹ kú àárọ̀", "ሰላም ለዓለም"]
+
+
+@pytest.mark.parametrize(("name", "corpus_score"), [("chrf_pp", "corpus_chrf"), ("bleu", "corpus_bleu")])
+def test_corpus_metrics_equal_sacrebleu_on_known_strings(name: str, corpus_score: str) -> None:
+    import sacrebleu
+
+    metric = METRICS[name]
+    samples = [{metric.column: metric.sentence_stats(h, r)} for h, r in zip(HYPOTHESES, REFERENCES)]
+    expected = getattr(sacrebleu, corpus_score)(HYPOTHESES, [REFERENCES], **({"word_order": 2} if name == "chrf_pp" else {})).score
+    result = aggregate(metric, samples, seed=3)
+    assert result["value"] == pytest.approx(expected, abs=1e-9)
+    assert result["ci_low"] <= result["value"] <= result["ci_high"] and result["n"] == 5
+    assert aggregate(metric, samples, seed=3) == result
+
+
+def test_chrf_pp_is_corpus_level_not_a_mean_of_sentences() -> None:
+    import sacrebleu
+
+    metric = METRICS["chrf_pp"]
+    samples = [{metric.column: metric.sentence_stats(h, r)} for h, r in zip(HYPOTHESES, REFERENCES)]
+    sentence_mean = sum(sacrebleu.sentence_chrf(h, [r], word_order=2).score for h, r in zip(HYPOTHESES, REFERENCES)) / 5
+    assert aggregate(metric, samples)["value"] != pytest.approx(sentence_mean, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "expected"),
+    [("Doha", "Doha", 1.0), ("the city of Doha.", "Doha", 0.5), ("Abuja", "Lagos", 0.0), ("The Southeastern region", "southeastern", 2 / 3), ("", "", 1.0)],
+)
+def test_token_f1_uses_squad_normalisation(prediction: str, reference: str, expected: float) -> None:
+    assert token_f1(prediction, reference) == pytest.approx(expected)
+
+
+def test_accuracy_metrics_are_means() -> None:
+    samples = [{"acc": 1.0, "acc_norm_bytes": 0.0}, {"acc": 0.0, "acc_norm_bytes": 0.0}, {"acc": 1.0, "acc_norm_bytes": 1.0}]
+    assert aggregate(METRICS["acc"], samples)["value"] == pytest.approx(2 / 3)
+    assert aggregate(METRICS["acc_norm_bytes"], samples)["value"] == pytest.approx(1 / 3)
