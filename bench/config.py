@@ -114,8 +114,8 @@ class RunConfig(_Strict):
         return model.batch_size if model.batch_size is not None else self.batch_size
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results (not where they are written), task files' contents included."""
-        payload = self.model_dump(mode="json", exclude={"output", "name"})
+        """Hash of everything that changes results (not where files are read or written), task files' contents included."""
+        payload = self.model_dump(mode="json", exclude={"output", "name", "data_dir"})
         payload["task_file_contents"] = [_file_digest(path) for path in self.task_files]
         canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -9,6 +9,8 @@ A row whose templates use a null field or an empty list, or whose generation ref
 
 from __future__ import annotations
 
+import hashlib
+
 import random
 import re
 import string
@@ -225,12 +227,11 @@ def _with_examples(spec: TaskSpec, doc: Doc, pool: list[Doc], k: int, seed: int,
 def load_docs(
     spec: TaskSpec, language: str, limit: int | None = None, *, data_dir: Path | None = None, fewshot: int | None = None, seed: int = 1234
 ) -> list[Doc]:
-    """The task's docs in ``language`` (its own code), the first ``limit`` in data order, with k-shot prompts.
+    """The task's docs in ``language`` (its own code), a seeded sample of ``limit`` of them, with k-shot prompts.
 
     ``fewshot`` (the run's setting) overrides the task's own k; examples come only from the few-shot split.
     """
-    docs = _docs(spec, language, spec.source.split, data_dir)
-    docs = docs[:limit] if limit else docs
+    docs = sample_docs(_docs(spec, language, spec.source.split, data_dir), limit, seed)
     k = spec.fewshot if fewshot is None else fewshot
     if not k or spec.kind not in ("generate", "multiple_choice"):
         return docs
@@ -240,6 +241,18 @@ def load_docs(
     if not pool:
         raise UserError(f"task {spec.name} ({language}): its few-shot split '{spec.source.fewshot_split}' is empty; run it with fewshot: 0")
     return [_with_examples(spec, doc, pool, k, seed, language) for doc in docs]
+
+
+def sample_docs(docs: list[Doc], limit: int | None, seed: int) -> list[Doc]:
+    """``limit`` docs chosen by a seeded hash of their ids, kept in data order.
+
+    Many files are sorted by label, so the first N rows would be one class; hashing ids (not
+    positions) picks the same items in every language of a parallel dataset.
+    """
+    if not limit or limit >= len(docs):
+        return docs
+    chosen = set(sorted((doc.id for doc in docs), key=lambda doc_id: hashlib.sha256(f"{seed}:{doc_id}".encode()).digest())[:limit])
+    return [doc for doc in docs if doc.id in chosen]
 
 
 # ---------------------------------------------------------------- an organisation's own file

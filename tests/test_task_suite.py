@@ -17,7 +17,7 @@ SUITE = ["sib200", "flores_eng_x", "flores_x_eng", "afrisenti", "afrimmlu", "afr
 
 
 def first(task: str, language: str, data_dir: Path, **options) -> object:
-    return load_docs(get_task(task), get_task(task).language(language), 1, data_dir=data_dir, **options)[0]
+    return load_docs(get_task(task), get_task(task).language(language), data_dir=data_dir, **options)[0]
 
 
 def test_every_family_is_registered_with_its_hub_source_and_mirror_folder() -> None:
@@ -128,13 +128,13 @@ def test_few_shot_examples_come_from_the_few_shot_split_never_from_test(shared_d
     docs = load_docs(task, "hau", 5, data_dir=shared_data, fewshot=3, seed=7)
     for doc in docs:
         *shots, own = doc.prompt.split("\n\n")
-        assert len(shots) == 3 and own == load_docs(task, "hau", 5, data_dir=shared_data)[docs.index(doc)].prompt
+        assert len(shots) == 3 and own == load_docs(task, "hau", 5, data_dir=shared_data, seed=7)[docs.index(doc)].prompt
         for shot in shots:
             tweet = shot.split("\n")[0].removeprefix("Tweet: ")
             assert tweet in train_tweets and tweet not in test_tweets
             assert shot.rsplit(" ", 1)[-1] in ("positive", "neutral", "negative")  # the solved answer follows
     assert load_docs(task, "hau", 5, data_dir=shared_data, fewshot=3, seed=7) == docs  # seeded
-    assert load_docs(task, "hau", 5, data_dir=shared_data, fewshot=3, seed=8) != docs
+    assert [d.prompt for d in load_docs(task, "hau", 5, data_dir=shared_data, fewshot=3, seed=8)] != [d.prompt for d in docs]
 
 
 def test_a_task_without_a_few_shot_split_refuses_k_shot() -> None:

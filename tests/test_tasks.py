@@ -46,7 +46,7 @@ def test_original_problems_are_parallel_across_languages() -> None:
 
 
 def test_golden_english_prompt() -> None:
-    doc = load_docs(get_task("mgsm_symbolic"), "eng", limit=1)[0]
+    doc = load_docs(get_task("mgsm_symbolic"), "eng")[0]
     assert doc.id == "0000"
     assert doc.prompt == (
         "Solve the following math problem step by step. Put your final numeric answer (without units, currency symbols, "
@@ -60,3 +60,14 @@ def test_golden_english_prompt() -> None:
 def test_template_naming_a_missing_field_is_one_line() -> None:
     with pytest.raises(UserError, match=r"uses \{passage\} but the data has only"):
         render("{passage}", {"question": "q"}, "t")
+
+
+def test_limit_takes_the_same_seeded_items_in_every_language() -> None:
+    task = get_task("mgsm_symbolic_bpb")
+    english = [doc.id for doc in load_docs(task, "eng", limit=10, seed=7)]
+    swahili = [doc.id for doc in load_docs(task, "swh", limit=10, seed=7)]
+    assert len(english) == 10 and english == sorted(english)
+    assert english != [doc.id for doc in load_docs(task, "eng")][:10]  # not simply the first rows
+    assert len(set(english) & set(swahili)) >= 8  # parallel items stay aligned (a few are untranslated in swh)
+    assert english == [doc.id for doc in load_docs(task, "eng", limit=10, seed=7)]
+    assert english != [doc.id for doc in load_docs(task, "eng", limit=10, seed=8)]
