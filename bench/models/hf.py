@@ -135,6 +135,7 @@ class HFBackend:
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.use_chat_template = self._chat_template_enabled(spec.chat_template)
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self.time_first_token = True  # the cost meter's hook in generate(); benchmarks/meter_overhead.py turns it off to price it
         self.info = ModelInfo(
             ref=spec.ref,
             backend="hf",
@@ -355,7 +356,7 @@ class HFBackend:
                 attention_mask=mask.to(self.input_device),
                 generation_config=config,
                 tokenizer=self.tokenizer,
-                stopping_criteria=StoppingCriteriaList([clock]),
+                stopping_criteria=StoppingCriteriaList([clock] if self.time_first_token else []),
             )
         if cuda:
             torch.cuda.synchronize(self.input_device)
