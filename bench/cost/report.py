@@ -40,7 +40,7 @@ class RunCosts:
     run_dir: Path
     settings: CostSettings
     languages: list[dict[str, Any]]  # one row per model and language
-    models: list[dict[str, Any]]  # one row per model: the run's cost and the same tokens on paid APIs
+    models: list[dict[str, Any]]  # one row per model: its inference cells' cost and the same tokens on paid APIs
 
 
 def _cells(run_dir: Path) -> list[CellData]:
@@ -60,9 +60,11 @@ def _merged(cells: Sequence[CellData]) -> Usage:
     return usage(sample for cell in cells for sample in cell.samples)
 
 
-def _language_row(model: str, language: str, cells: list[CellData], model_cells: list[CellData], settings: CostSettings) -> dict[str, Any]:
+def _language_row(model: str, language: str, cells: list[CellData], input_price: float | None, settings: CostSettings) -> dict[str, Any]:
+    """One model in one language; words are priced at the model's input-token price over all its languages,
+    so that languages differ by their tokens only, not by timing noise between small cells."""
     compute = [cell for cell in cells if cell.kind != TAX]
-    priced = price(_merged(compute or [c for c in model_cells if c.kind != TAX] or cells), settings)
+    priced = price(_merged(compute or cells), settings)
     tax = [cell for cell in cells if cell.kind == TAX]
     if tax:  # the language-tax task measured these on the model's own tokenizer: reuse them
         figures = language_figures(tax[0].samples)
@@ -80,8 +82,7 @@ def _language_row(model: str, language: str, cells: list[CellData], model_cells:
         "model": model,
         "language": language,
         "cost": priced,
-        "priced_on": "this language's cells" if compute else "the model's other cells",
-        "language_figures": {**figures, **per_language(figures, unit_input_price(priced)), "source": source},
+        "language_figures": {**figures, **per_language(figures, input_price), "source": source},
     }
 
 
@@ -97,12 +98,13 @@ def run_costs(path: Path, overrides: Mapping[str, str | None] | None = None) -> 
         languages, models = [], []
         for model in dict.fromkeys(cell.model for cell in cells):
             model_cells = [cell for cell in cells if cell.model == model]
+            used = _merged([cell for cell in model_cells if cell.kind != TAX] or model_cells)  # counting tokens is no inference
+            inference = price(used, settings)
             for language in dict.fromkeys(cell.language for cell in model_cells):
                 chosen = [cell for cell in model_cells if cell.language == language]
-                languages.append(_language_row(model, language, chosen, model_cells, settings))
-            used = _merged(model_cells)
+                languages.append(_language_row(model, language, chosen, unit_input_price(inference), settings))
             names = [model, model_cells[0].summary.get("model", "")]
-            models.append({"model": model, "cost": price(used, settings), "apis": api_comparison(used, settings, names)})
+            models.append({"model": model, "cost": inference, "apis": api_comparison(used, settings, names)})
         found.append(RunCosts(run_dir, settings, languages, models))
     return found
 
@@ -154,14 +156,18 @@ def language_table(costs: RunCosts) -> Table:
 def api_table(costs: RunCosts) -> Table:
     code = costs.settings.currency.code
     references = [api.api for api in costs.settings.reference_apis]
-    table = Table(title=f"This run here vs the same tokens on paid APIs ({code}; API prices from models.dev)")
-    for heading in ("model", "input / output tokens", f"here ({costs.settings.hardware.name})", "same model, cheapest API", *references):
+    table = Table(
+        title=f"Per model, inference cells: price per token, and the run's tokens here vs on paid APIs ({code}; API prices from models.dev {costs.models[0]['apis']['prices_as_of'] if costs.models else ''})",
+    )
+    headings = ("model", f"{code} / 1M input tok", f"{code} / 1M output tok", "input / output tokens", f"here ({costs.settings.hardware.name})", "same model, cheapest API", *references)
+    for heading in headings:
         table.add_column(heading, justify="left" if heading == "model" else "right", overflow="fold")
     for row in costs.models:
         cost, apis = row["cost"], row["apis"]
         same = apis["same_model"]
         table.add_row(
-            row["model"], f"{cost['tokens']['input']:,} / {cost['tokens']['output']:,}", money(cost["total"]["total"]),
+            row["model"], _per_million(cost, "per_1m_input_tokens"), _per_million(cost, "per_1m_output_tokens"),
+            f"{cost['tokens']['input']:,} / {cost['tokens']['output']:,}", money(cost["total"]["total"]),
             f"{money(same['cost'])} ({same['api']})" if same else "not listed",
             *(money(api["cost"]) for api in apis["reference"]),
         )
@@ -175,7 +181,8 @@ def _caption(costs: RunCosts) -> str:
     carbon = f"{country.gco2e_per_kwh:g} gCO2e/kWh" if country.gco2e_per_kwh is not None else "grid carbon unknown"
     lines = [
         f"Priced as hardware '{hardware.name}' ({hardware.description}) in {country.name}: {owned}; {carbon}.",
-        f"1 USD = {currency.per_usd:g} {currency.code} ({currency.rate_date}). $ per 1,000 words and per sentence = the language's tokens × the input-token price.",
+        f"1 USD = {currency.per_usd:g} {currency.code} ({currency.rate_date}). Per 1,000 words and per sentence: the language's tokens × the model's input-token price",
+        "over all its languages (the second table), so languages differ by their tokens only; the per-language token prices beside them are measured per cell.",
         "premium vs eng: tokens ÷ tokens of the same parallel items in English (model's own tokenizer).",
         "energy method: nvml / rapl are measured; tdp-estimate is an estimate from rated power, not a measurement.",
     ]
