@@ -185,13 +185,8 @@ class Meter:
         while not self._stop.wait(RSS_INTERVAL_S):
             self._peak_rss = max(self._peak_rss, self._process.memory_info().rss)
 
-    def _energy_counters(self) -> dict[str, list[float]]:
-        counters: dict[str, list[float]] = {}
-        for zone in self.rapl:
-            counters.setdefault(zone.component, []).append(zone.read())
-        if self.gpu is not None:
-            counters["gpu"] = [self.gpu.read()]
-        return counters
+    def _counters(self) -> tuple[list[int], float | None]:
+        return [zone.read() for zone in self.rapl], self.gpu.read() if self.gpu is not None else None
 
     @contextmanager
     def measure(self) -> Iterator[Reading]:
@@ -206,7 +201,7 @@ class Meter:
             torch.cuda.reset_peak_memory_stats(self.device)
         reading = Reading()
         self._peak_rss = self._process.memory_info().rss
-        before = self._energy_counters()
+        rapl_before, gpu_before = self._counters()
         cpu_start, start = time.process_time(), time.perf_counter()
         yield reading
         if cuda:
@@ -214,19 +209,14 @@ class Meter:
             reading.peak_vram_bytes = int(torch.cuda.max_memory_allocated(self.device))
         reading.seconds = time.perf_counter() - start
         reading.cpu_seconds = time.process_time() - cpu_start
-        after = self._energy_counters()
+        rapl_after, gpu_after = self._counters()
         reading.peak_rss_bytes = max(self._peak_rss, self._process.memory_info().rss)
         reading.cpu_utilisation = min(1.0, reading.cpu_seconds / (reading.seconds * self.threads)) if reading.seconds > 0 else 0.0
         reading.energy_method = self.methods
-        maxima = {zone.component: [] for zone in self.rapl}
-        for zone in self.rapl:
-            maxima[zone.component].append(zone.max_uj)
-        for component, values in after.items():
-            if component == "gpu":
-                reading.energy_j["gpu"] = values[0] - before["gpu"][0]
-            else:
-                delta = sum(rapl_delta_uj(int(a), int(b), m) for a, b, m in zip(before[component], values, maxima[component]))
-                reading.energy_j[component] = delta / 1e6
+        for zone, first, last in zip(self.rapl, rapl_before, rapl_after):
+            reading.energy_j[zone.component] = reading.energy_j.get(zone.component, 0.0) + rapl_delta_uj(first, last, zone.max_uj) / 1e6
+        if gpu_before is not None and gpu_after is not None:
+            reading.energy_j["gpu"] = gpu_after - gpu_before
         if reading.energy_method["cpu"] == "tdp-estimate":
             reading.energy_j["cpu"] = self.cpu.tdp_watts * reading.cpu_seconds / self.threads
 

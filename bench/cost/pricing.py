@@ -105,9 +105,8 @@ def energy(used: Usage, hardware: HardwareProfile) -> dict[str, Any]:
     if measured or (components and hardware.busy_watts is None):
         methods = sorted({part["method"] for part in components.values() if part["method"]}, key=METHOD_ORDER.index)
         estimated = [name for name, part in components.items() if part["method"] == "tdp-estimate"]
-        source = "measured" + (f"; {', '.join(estimated)} estimated from the CPU's TDP × this process's CPU time" if estimated else "")
-        if not measured:
-            source = "the CPU's TDP (configs/hardware/cpu_power.csv) × this process's share of CPU time"
+        tdp = "the CPU's TDP (configs/hardware/cpu_power.csv) × this process's share of CPU time"
+        source = tdp if not measured else "measured" + (f"; {', '.join(estimated)} from {tdp}" if estimated else "")
         return {"kwh": sum(part["kwh"] for part in components.values()), "method": "+".join(methods), "source": source, "components": components}
     if hardware.busy_watts is not None and hardware.idle_watts is not None:
         joules = hardware.idle_watts * used.seconds + (hardware.busy_watts - hardware.idle_watts) * used.busy_utilisation_s
