@@ -71,6 +71,25 @@ def test_rapl_counters_wrap_and_unreadable_zones_are_skipped(tmp_path: Path) -> 
     assert reading.energy_method == {"cpu": "rapl", "dram": "rapl"}
 
 
+def test_a_gpu_energy_counter_is_measured_and_the_cpu_still_estimated() -> None:
+    class FakeNvml:
+        joules = 1000.0
+
+        def read(self) -> float:
+            FakeNvml.joules += 50.0
+            return FakeNvml.joules
+
+    with Meter("cpu") as meter:
+        meter.gpu, meter.rapl = FakeNvml(), []
+        with meter.measure() as reading:
+            pass
+    assert reading.energy_method == {"cpu": "tdp-estimate", "gpu": "nvml"} and reading.energy_j["gpu"] == 50.0
+    samples = [{"input_tokens": 10, "output_tokens": 0, "meter": split_reading(reading, [10], [0])[0]}]
+    cost = cell_cost(samples, _settings(), [])
+    assert cost["energy"]["method"] == "nvml+tdp-estimate" and cost["energy"]["source"].startswith("measured; cpu from")
+    assert cost["energy"]["kwh"] == pytest.approx((50.0 + reading.energy_j["cpu"]) / 3.6e6)
+
+
 def test_meter_on_this_machine_is_honest_about_its_energy_method() -> None:
     with Meter("cpu") as meter:
         with meter.measure() as reading:

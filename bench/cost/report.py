@@ -41,6 +41,7 @@ class RunCosts:
     settings: CostSettings
     languages: list[dict[str, Any]]  # one row per model and language
     models: list[dict[str, Any]]  # one row per model: its inference cells' cost and the same tokens on paid APIs
+    total: dict[str, float]  # every cell of the run: hardware, electricity, total
 
 
 def _cells(run_dir: Path) -> list[CellData]:
@@ -105,7 +106,8 @@ def run_costs(path: Path, overrides: Mapping[str, str | None] | None = None) -> 
                 languages.append(_language_row(model, language, chosen, unit_input_price(inference), settings))
             names = [model, model_cells[0].summary.get("model", "")]
             models.append({"model": model, "cost": inference, "apis": api_comparison(used, settings, names)})
-        found.append(RunCosts(run_dir, settings, languages, models))
+        total = price(_merged(cells), settings)["total"]
+        found.append(RunCosts(run_dir, settings, languages, models, total))
     return found
 
 
@@ -156,8 +158,11 @@ def language_table(costs: RunCosts) -> Table:
 def api_table(costs: RunCosts) -> Table:
     code = costs.settings.currency.code
     references = [api.api for api in costs.settings.reference_apis]
+    total = costs.total
     table = Table(
         title=f"Per model, inference cells: price per token, and the run's tokens here vs on paid APIs ({code}; API prices from models.dev {costs.models[0]['apis']['prices_as_of'] if costs.models else ''})",
+        caption=f"The whole run here: {code} {money(total['total'])} (hardware {money(total['hardware'])}, electricity {money(total['electricity'])}).",
+        caption_justify="left",
     )
     headings = ("model", f"{code} / 1M input tok", f"{code} / 1M output tok", "input / output tokens", f"here ({costs.settings.hardware.name})", "same model, cheapest API", *references)
     for heading in headings:
