@@ -22,7 +22,8 @@ TAX = "tokenizer_stats"
 
 @dataclass
 class CellData:
-    model: str
+    model: str  # the folder-safe slug: two runs of one model (say at two dtypes) stay apart
+    title: str
     summary: dict[str, Any]
     samples: list[dict[str, Any]]
 
@@ -49,7 +50,8 @@ def _cells(run_dir: Path) -> list[CellData]:
     for summary_file in sorted(run_dir.glob(f"*/*/*/{SUMMARY}")):
         summary = json.loads(summary_file.read_text(encoding="utf-8"))
         samples = _read_samples(summary_file.parent / SAMPLES, repair=False)
-        cells.append(CellData(summary.get("model_title") or summary["model"], summary, samples))
+        slug = summary_file.parent.parent.parent.name
+        cells.append(CellData(slug, summary.get("model_title") or summary["model"], summary, samples))
     return cells
 
 
@@ -65,7 +67,7 @@ def _language_row(model: str, language: str, cells: list[CellData], input_price:
     """One model in one language; words are priced at the model's input-token price over all its languages,
     so that languages differ by their tokens only, not by timing noise between small cells."""
     compute = [cell for cell in cells if cell.kind != TAX]
-    priced = price(_merged(compute or cells), settings)
+    priced = price(_merged(compute), settings) if compute else None  # counting tokens alone prices nothing
     tax = [cell for cell in cells if cell.kind == TAX]
     if tax:  # the language-tax task measured these on the model's own tokenizer: reuse them
         figures = language_figures(tax[0].samples)
@@ -80,7 +82,7 @@ def _language_row(model: str, language: str, cells: list[CellData], input_price:
         figures = language_figures([sample for cell in texts for sample in cell.samples])
         source = "samples"
     return {
-        "model": model,
+        "model": cells[0].title,
         "language": language,
         "cost": priced,
         "language_figures": {**figures, **per_language(figures, input_price), "source": source},
@@ -104,8 +106,8 @@ def run_costs(path: Path, overrides: Mapping[str, str | None] | None = None) -> 
             for language in dict.fromkeys(cell.language for cell in model_cells):
                 chosen = [cell for cell in model_cells if cell.language == language]
                 languages.append(_language_row(model, language, chosen, unit_input_price(inference), settings))
-            names = [model, model_cells[0].summary.get("model", "")]
-            models.append({"model": model, "cost": inference, "apis": api_comparison(used, settings, names)})
+            names = [model_cells[0].title, model_cells[0].summary.get("model", "")]
+            models.append({"model": model_cells[0].title, "cost": inference, "apis": api_comparison(used, settings, names)})
         total = price(_merged(cells), settings)["total"]
         found.append(RunCosts(run_dir, settings, languages, models, total))
     return found
@@ -124,8 +126,8 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
-def _per_million(cost: Mapping[str, Any], key: str) -> str:
-    block = cost.get(key)
+def _per_million(cost: Mapping[str, Any] | None, key: str) -> str:
+    block = cost.get(key) if cost else None
     return money(block["total"]) if block else "–"
 
 
@@ -141,16 +143,17 @@ def language_table(costs: RunCosts) -> Table:
     for heading, justify in headings:
         table.add_column(heading, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for row in costs.languages:
-        cost, figures = row["cost"], row["language_figures"]
-        throughput = cost["throughput"]
+        cost, figures = row["cost"] or {}, row["language_figures"]
+        throughput = cost.get("throughput") or {}
         premium = figures.get("premium_vs_reference")
         table.add_row(
             row["model"], f"{display_name(row['language'])} ({row['language']})",
-            _number(throughput["prefill_tokens_per_second"]["overall"], 0), _number(throughput["decode_tokens_per_second"]["overall"], 1),
+            _number((throughput.get("prefill_tokens_per_second") or {}).get("overall"), 0),
+            _number((throughput.get("decode_tokens_per_second") or {}).get("overall"), 1),
             _per_million(cost, "per_1m_input_tokens"), _per_million(cost, "per_1m_output_tokens"),
             _number(figures.get("tokens_per_word")), "–" if premium is None else f"{premium:.2f}×",
             money(figures.get("per_1000_words")), money(figures.get("per_sentence")),
-            _number(cost["kwh_per_1m_tokens"], 3), _number(cost["gco2e_per_1m_tokens"], 0), cost["energy"]["method"] or "–",
+            _number(cost.get("kwh_per_1m_tokens"), 3), _number(cost.get("gco2e_per_1m_tokens"), 0), (cost.get("energy") or {}).get("method") or "–",
         )
     return table
 
