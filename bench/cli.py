@@ -73,6 +73,9 @@ def run(
     task_file: Annotated[list[Path] | None, typer.Option("--task-file", help="your own CSV/JSONL (prompt, reference[, choices, language, id]) or a task YAML naming one (repeatable)")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="local data mirror <dataset>/<lang>.<split>.jsonl (default: $ACCESSBENCH_DATA)")] = None,
     fewshot: Annotated[int | None, typer.Option(help="k examples from each task's few-shot split (default: 0)", min=0)] = None,
+    hardware: Annotated[str | None, typer.Option(help="hardware profile to price the run as (configs/hardware/), e.g. laptop-cpu")] = None,
+    country: Annotated[str | None, typer.Option(help="country whose electricity prices the run: ISO code or name, e.g. NGA")] = None,
+    currency: Annotated[str | None, typer.Option(help="currency of the cost figures, e.g. NGN")] = None,
 ) -> None:
     """Evaluate models on tasks and languages; rerunning the same command resumes."""
     from bench.config import build_config
@@ -80,9 +83,10 @@ def run(
     from bench.table import results_table
 
     overrides = {"dtype": dtype, "device": device, "batch_size": _batch_size(batch_size)}
+    cost = {"hardware": hardware, "country": country, "currency": currency}
     settings = build_config(
         config, models=model, tasks=task, languages=lang, limit=limit, output=output, model_overrides=overrides,
-        task_files=task_file, data_dir=data_dir, fewshot=fewshot,
+        task_files=task_file, data_dir=data_dir, fewshot=fewshot, cost_overrides=cost,
     )
     outcome = run_config(settings, errors)
     console.print(results_table(outcome.summaries, title=f"{settings.name or 'run'} — {len(outcome.summaries)} cells"))
@@ -219,6 +223,60 @@ def _origin_cells(origin: Any) -> tuple[str, str]:
     if origin.kind == "missing":
         return "[red]missing[/]", origin.where
     return f"{origin.kind}: {origin.where}", ""
+
+
+@app.command()
+@user_errors_as_one_line
+def cost(
+    results: Annotated[Path, typer.Argument(help="a run folder, or a folder of runs (e.g. results/)")],
+    currency: Annotated[str | None, typer.Option(help="show money in this currency, e.g. NGN")] = None,
+    country: Annotated[str | None, typer.Option(help="price electricity and carbon as in this country, e.g. ETH")] = None,
+    hardware: Annotated[str | None, typer.Option(help="price the hardware as this profile, e.g. desktop-gpu-8gb")] = None,
+) -> None:
+    """What the tokens of a run cost: per model and language, and against paid APIs."""
+    from bench.cost.report import api_table, language_table, run_costs
+
+    runs = run_costs(results, {"currency": currency, "country": country, "hardware": hardware})
+    if not runs:
+        raise UserError(f"no runs in {results}; pass a folder written by `accessbench run` (it holds manifest.json)")
+    for costs in runs:
+        console.print(language_table(costs))
+        console.print(api_table(costs))
+
+
+@app.command()
+@user_errors_as_one_line
+def calibrate(
+    model: Annotated[str, typer.Option("--model", "-m", help="model reference, as for `run`")],
+    batch: Annotated[int, typer.Option("--batch", help="the larger batch size to measure besides batch 1", min=1)] = 8,
+    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="prefill length (llama-bench pp512)", min=1)] = 512,
+    gen_tokens: Annotated[int, typer.Option("--gen-tokens", help="tokens generated (llama-bench tg128)", min=2)] = 128,
+    repetitions: Annotated[int, typer.Option(help="timed repetitions after one warm-up", min=1)] = 3,
+    bandwidth_gbs: Annotated[float | None, typer.Option("--bandwidth-gbs", help="memory bandwidth in GB/s, for the share of the bandwidth bound")] = None,
+    hardware: Annotated[str | None, typer.Option(help="hardware profile whose memory_bandwidth_gbs to use")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
+) -> None:
+    """Prefill and decode throughput at batch 1 and batch N, with warm-up and repetitions."""
+    from bench.config import ModelConfig
+    from bench.cost.calibrate import calibrate as measure
+    from bench.cost.calibrate import calibration_table
+    from bench.cost.profiles import load_hardware
+    from bench.models.hf import HFBackend
+
+    if bandwidth_gbs is None and hardware is not None:
+        bandwidth_gbs = load_hardware(hardware).memory_bandwidth_gbs
+    from pydantic import ValidationError
+
+    from bench.config import describe_validation_error
+
+    try:
+        spec = ModelConfig(ref=model, **{key: value for key, value in {"dtype": dtype, "device": device}.items() if value is not None})
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error, "command line", ModelConfig).splitlines()[0]) from None
+    backend = HFBackend(spec, batch_size=batch)
+    rows = measure(backend, sorted({1, batch}), prompt_tokens, gen_tokens, repetitions, bandwidth_gbs)
+    console.print(calibration_table(backend.info, rows, bandwidth_gbs))
 
 
 def main() -> None:

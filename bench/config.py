@@ -65,6 +65,23 @@ class ModelConfig(_Strict):
         return value
 
 
+DEFAULT_REFERENCE_APIS = ["openai:gpt-4o-mini", "google:gemini-2.5-flash", "deepseek:deepseek-chat"]
+
+
+class CostConfig(_Strict):
+    """How to price a run: the hardware it stands for, where the electricity comes from, the currency shown.
+
+    None of this changes measured results, so it is not part of the run's fingerprint: changing it
+    and rerunning re-prices the summaries without recomputing anything.
+    """
+
+    hardware: str = Field("laptop-cpu", description="a profile name from configs/hardware/ or the path of a YAML profile")
+    country: str = Field("USA", description="ISO 3166 alpha-3 code or English name, as in configs/electricity.csv")
+    currency: str = Field("USD", description="ISO 4217 code, as in configs/currencies.csv")
+    electricity_table: Path | None = Field(None, description="your own copy of configs/electricity.csv")
+    reference_apis: list[str] = Field(default_factory=lambda: list(DEFAULT_REFERENCE_APIS), description="provider:model ids from models.dev")
+
+
 class RunConfig(_Strict):
     """A whole run: models × tasks × languages, plus run-wide settings."""
 
@@ -80,6 +97,7 @@ class RunConfig(_Strict):
     batch_size: BatchSize = "auto"
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     output: Path = Path("results")
+    cost: CostConfig = Field(default_factory=CostConfig)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -114,8 +132,8 @@ class RunConfig(_Strict):
         return model.batch_size if model.batch_size is not None else self.batch_size
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results (not where files are read or written), task files' contents included."""
-        payload = self.model_dump(mode="json", exclude={"output", "name", "data_dir"})
+        """Hash of everything that changes results (not where files are read or written, nor how they are priced), task files' contents included."""
+        payload = self.model_dump(mode="json", exclude={"output", "name", "data_dir", "cost"})
         payload["task_file_contents"] = [_file_digest(path) for path in self.task_files]
         canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -228,6 +246,7 @@ def build_config(
     task_files: list[Path] | None = None,
     data_dir: Path | None = None,
     fewshot: int | None = None,
+    cost_overrides: dict[str, Any] | None = None,
 ) -> RunConfig:
     """Load a config file (optional) and apply CLI overrides on top of it; ``ACCESSBENCH_DATA`` fills data_dir."""
     data: dict[str, Any] = read_config_file(path) if path is not None else {}
@@ -256,6 +275,9 @@ def build_config(
         data["models"] = [
             {**({"ref": entry} if isinstance(entry, str) else entry), **overrides} for entry in (entries if isinstance(entries, list) else [entries])
         ]
+    if cost_overrides and any(value is not None for value in cost_overrides.values()):
+        section = data.get("cost") if isinstance(data.get("cost"), dict) else {}
+        data["cost"] = {**section, **{key: value for key, value in cost_overrides.items() if value is not None}}
     if path is None:
         needed = ("models",) if data.get("task_files") and not data.get("tasks") else ("models", "tasks", "languages")
         for field in needed:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from bench.config import GenerationConfig
+from bench.cost.meter import Meter, Reading, split_reading
 from bench.metrics import METRICS, CorpusMetric, aggregate, extract_number, normalise_text, text_stats, token_f1
 from bench.models.base import Backend, GenerationParams, GenerationRequest, LoglikelihoodRequest
 from bench.tasks import Doc, TaskSpec
@@ -52,19 +54,37 @@ def evaluate_docs(
     backend: Backend,
     params: GenerationParams,
     reference: Mapping[str, Doc] | None = None,
+    meter: Meter | None = None,
 ) -> list[SampleRecord]:
-    """Run one chunk of docs through the backend and score each; wall time is shared evenly."""
+    """Run one chunk of docs through the backend and score each.
+
+    With a ``meter``, the backend calls are measured and each record gets a ``meter`` entry (its
+    share of prefill and decode time, CPU time, energy and the call's peak memory); without one,
+    wall time is shared evenly.
+    """
     started = time.perf_counter()
     records: list[SampleRecord] = []
+    ttft: list[float | None] | None = None
+    decode: list[float | None] | None = None
+    with meter.measure() if meter is not None else nullcontext(Reading()) as reading:
+        if spec.kind == "generate":
+            answers = backend.generate([GenerationRequest(doc.prompt or "", params) for doc in docs])
+        elif spec.kind == "multiple_choice":  # every choice of every doc of the chunk in one backend call
+            choice_results = backend.loglikelihood([LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices])
+        elif spec.kind == "rolling_loglikelihood":
+            scored = backend.loglikelihood_rolling([doc.text or "" for doc in docs])
+        else:  # tokenizer_stats: the model's own tokenizer on the text and on its parallel reference
+            references = [reference.get(doc.id) if reference is not None else None for doc in docs]
+            counts = backend.count_tokens([doc.text or "" for doc in docs])
+            reference_counts = iter(backend.count_tokens([ref.text or "" for ref in references if ref is not None]))
     if spec.kind == "generate":
-        answers = backend.generate([GenerationRequest(doc.prompt or "", params) for doc in docs])
+        ttft, decode = [answer.ttft_seconds for answer in answers], [answer.decode_seconds for answer in answers]
         for doc, answer in zip(docs, answers):
             records.append(
                 _record(doc, doc.prompt, answer.text, _score_generation(spec, doc, answer.text), answer.input_tokens, answer.output_tokens)
             )
-    elif spec.kind == "multiple_choice":  # every choice of every doc of the chunk in one backend call
-        requests = [LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices]
-        scored = iter(backend.loglikelihood(requests))
+    elif spec.kind == "multiple_choice":
+        scored = iter(choice_results)
         for doc in docs:
             results = [next(scored) for _ in doc.choices]
             logprobs = [result.logprob for result in results]
@@ -81,7 +101,6 @@ def evaluate_docs(
             input_tokens = sum(result.input_tokens for result in results)
             records.append(_record(doc, doc.prompt, doc.choices[predicted], values, input_tokens, 0))
     elif spec.kind == "rolling_loglikelihood":
-        scored = backend.loglikelihood_rolling([doc.text or "" for doc in docs])
         for doc, result in zip(docs, scored):
             values: dict[str, float] = {
                 "neg_logprob": -result.logprob,
@@ -90,16 +109,19 @@ def evaluate_docs(
                 **text_stats(doc.text or ""),
             }
             records.append(_record(doc, doc.text, None, values, result.input_tokens, 0))
-    else:  # tokenizer_stats: the model's own tokenizer on the text and on its parallel reference
-        references = [reference.get(doc.id) if reference is not None else None for doc in docs]
-        counts = backend.count_tokens([doc.text or "" for doc in docs])
-        reference_counts = iter(backend.count_tokens([ref.text or "" for ref in references if ref is not None]))
+    else:
         for doc, count, ref in zip(docs, counts, references):
             values = {"tokens": count, **text_stats(doc.text or ""), "reference_tokens": next(reference_counts) if ref is not None else None}
             records.append(_record(doc, doc.text, None, values, count, 0))
-    share = (time.perf_counter() - started) / max(1, len(records))
-    for record in records:
-        record["seconds"] = share
+    if meter is None:
+        share = (time.perf_counter() - started) / max(1, len(records))
+        for record in records:
+            record["seconds"] = share
+        return records
+    metered = split_reading(reading, [r["input_tokens"] for r in records], [r["output_tokens"] for r in records], ttft, decode)
+    for record, measured in zip(records, metered):
+        record["seconds"] = measured["prefill_s"] + measured["decode_s"]
+        record["meter"] = measured
     return records
 
 

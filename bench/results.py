@@ -139,8 +139,23 @@ def load(path: str | Path) -> pd.DataFrame:
     return pd.json_normalize(rows, sep=".") if rows else pd.DataFrame(columns=["run_id", "model", "task", "language", "doc_id"])
 
 
+def _flatten(prefix: str, block: dict[str, Any]) -> dict[str, Any]:
+    """{'a': {'b': 1}} → {'prefix.a.b': 1}; a list of {'api': …, 'cost': …} becomes one column per api."""
+    flat: dict[str, Any] = {}
+    for key, value in block.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(name, value))
+        elif isinstance(value, list):
+            flat.update({f"{name}.{item['api']}": item["cost"] for item in value if isinstance(item, dict) and "api" in item})
+        else:
+            flat[name] = value
+    return flat
+
+
 def load_summaries(path: str | Path) -> pd.DataFrame:
-    """One row per (run, model, task, language) cell: each metric with its 95 % interval, tokens, time."""
+    """One row per (run, model, task, language) cell: each metric with its 95 % interval, tokens, time, and the
+    cost block flattened into ``cost.*`` columns (e.g. ``cost.per_1m_input_tokens.total``, ``cost.energy.method``)."""
     rows = []
     for run_dir in _run_dirs(Path(path)):
         for cell, file in _cells(run_dir, SUMMARY):
@@ -153,5 +168,6 @@ def load_summaries(path: str | Path) -> pd.DataFrame:
                 row[f"{name}_ci_high"] = metric["ci_high"]
             row["input_tokens"] = summary.get("tokens", {}).get("input")
             row["output_tokens"] = summary.get("tokens", {}).get("output")
+            row.update(_flatten("cost", summary.get("cost") or {}))
             rows.append(row)
     return pd.DataFrame(rows)

@@ -12,6 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bench.config import ModelConfig, RunConfig
+from bench.cost.meter import Meter
+from bench.cost.pricing import cell_cost
+from bench.cost.profiles import CostSettings, resolve_cost
 from bench.environment import git_commit, hardware, package_versions
 from bench.errors import UserError
 from bench.evaluation import evaluate_docs, generation_params, summarize
@@ -42,6 +45,7 @@ class Cell:
 @dataclass
 class Plan:
     cells: list[Cell]
+    cost: CostSettings
     notes: list[str] = field(default_factory=list)
 
 
@@ -92,7 +96,7 @@ def _languages_per_task(tasks: list[TaskSpec], requested: list[str], notes: list
 
 
 def make_plan(config: RunConfig) -> Plan:
-    """Check every task, language, dataset and model before anything is loaded, and list the cells.
+    """Check every task, language, dataset, model and cost setting before anything is loaded, and list the cells.
 
     A cell whose data cannot be had right now is skipped with a note naming the command that
     fetches it, unless that leaves its task with no cell at all (then it is an error).
@@ -103,6 +107,7 @@ def make_plan(config: RunConfig) -> Plan:
     for task in tasks:
         if names.count(task.name) > 1:
             raise UserError(f"two tasks are named '{task.name}'; give the task file another name (name: in a task YAML)")
+    cost = resolve_cost(config.cost)
     notes: list[str] = []
     codes = _languages_per_task(tasks, config.languages, notes)
     models, slugs = [], set()
@@ -136,7 +141,7 @@ def make_plan(config: RunConfig) -> Plan:
                 if (task.name, code) in docs:
                     cell_docs, reference = docs[(task.name, code)]
                     cells.append(Cell(model, slug, title, task, code, cell_docs, reference))
-    return Plan(cells, notes)
+    return Plan(cells, cost, notes)
 
 
 def _load_hf_backend(model: ModelConfig, config: RunConfig) -> Backend:
@@ -145,7 +150,7 @@ def _load_hf_backend(model: ModelConfig, config: RunConfig) -> Backend:
     return HFBackend(model, config.batch_size_for(model), config.seed)
 
 
-def _cell_summary(cell: Cell, config: RunConfig, samples: list[dict[str, Any]], model_info: dict[str, Any] | None) -> dict[str, Any]:
+def _cell_summary(cell: Cell, plan: Plan, config: RunConfig, samples: list[dict[str, Any]], model_info: dict[str, Any] | None) -> dict[str, Any]:
     ordered = sorted(samples, key=lambda sample: sample["doc_id"])
     return {
         "run_id": config.run_id(),
@@ -157,6 +162,7 @@ def _cell_summary(cell: Cell, config: RunConfig, samples: list[dict[str, Any]], 
         "task_kind": cell.task.kind,
         "language": cell.language,
         **summarize(cell.task, ordered, config.seed),
+        "cost": cell_cost(ordered, plan.cost, [cell.model_title, cell.model.ref]),
         "written_at": _now(),
     }
 
@@ -183,6 +189,7 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
         "invocations": [],
         "models": {},
     }
+    manifest["cost"] = plan.cost.describe()
     invocation = {"started_at": _now(), "command": " ".join(sys.argv), "versions": package_versions(), "git": git_commit(), "hardware": hardware(), "status": "running"}
     manifest.update({"versions": invocation["versions"], "git": invocation["git"], "hardware": invocation["hardware"]})
     manifest["invocations"].append(invocation)
@@ -198,18 +205,17 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
         ) as progress:
             bar = progress.add_task("planning", total=sum(len(docs) for docs in pending.values()))
             for model in config.models:
-                cells = [cell for cell in plan.cells if cell.model is model]
-                todo = [cell for cell in cells if pending[cell.key] or store.summary(cell.key) is None]
-                if not todo:
-                    continue
-                backend = None
-                if any(pending[cell.key] for cell in todo):
-                    progress.update(bar, description=f"loading {todo[0].model_title} (a GGUF is converted once, then cached)")
+                cells = [cell for cell in plan.cells if cell.model is model]  # summaries are always rewritten: cost settings may have changed
+                backend, meter = None, None
+                if any(pending[cell.key] for cell in cells):
+                    progress.update(bar, description=f"loading {cells[0].model_title} (a GGUF is converted once, then cached)")
                     backend = backend_factory(model, config)
-                    manifest["models"][todo[0].model_slug] = asdict(backend.info)
+                    meter = Meter(backend.info.device)
+                    meter_info = {"energy_methods": meter.methods, "cpu": meter.cpu.model, "cpu_tdp_watts": meter.cpu.tdp_watts, "cpu_tdp_source": meter.cpu.source, "threads": meter.threads}
+                    manifest["models"][cells[0].model_slug] = {**asdict(backend.info), "meter": meter_info}
                     store.write_manifest(manifest)
                 try:
-                    for cell in todo:
+                    for cell in cells:
                         progress.update(bar, description=f"{cell.model_title} · {cell.task.name} · {cell.language}")
                         if pending[cell.key] and backend is not None:
                             params = generation_params(cell.task, config.generation)
@@ -218,14 +224,16 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
                                 todo_docs = [doc for doc in chunk if doc.id not in finished[cell.key]]
                                 if not todo_docs:
                                     continue
-                                records = evaluate_docs(cell.task, todo_docs, backend, params, cell.reference)
+                                records = evaluate_docs(cell.task, todo_docs, backend, params, cell.reference, meter)
                                 store.append_samples(cell.key, records)
                                 finished[cell.key].update({record["doc_id"]: record for record in records})
                                 computed += len(records)
                                 progress.advance(bar, len(records))
                         info = manifest["models"].get(cell.model_slug)
-                        store.write_summary(cell.key, _cell_summary(cell, config, list(finished[cell.key].values()), info))
+                        store.write_summary(cell.key, _cell_summary(cell, plan, config, list(finished[cell.key].values()), info))
                 finally:
+                    if meter is not None:
+                        meter.close()
                     if backend is not None and hasattr(backend, "close"):
                         backend.close()
             progress.update(bar, description="done")

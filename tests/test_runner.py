@@ -112,6 +112,8 @@ def test_interrupted_run_keeps_finished_samples_and_resumes_to_the_same_summarie
     samples = results.load(resumed.run_dir)
     assert len(samples) == 24 and not samples.duplicated(["task", "language", "doc_id"]).any()
     assert metric_values(resumed.summaries) == pytest.approx(metric_values(reference.summaries))
+    for summary in resumed.summaries:  # the cost block is derived from the samples, so a resumed run has a whole one
+        assert summary["cost"]["tokens"] == summary["tokens"] and summary["cost"]["n_samples"] == summary["n_samples"]
 
 
 def test_plan_checks_everything_before_loading(tiny_model_dir: Path, tmp_path: Path) -> None:

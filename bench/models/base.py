@@ -50,9 +50,13 @@ class RollingResult:
 
 @dataclass(frozen=True)
 class GenerationResult:
+    """A continuation; the timings are those of the batch that produced it (None when the backend cannot tell)."""
+
     text: str
     input_tokens: int
     output_tokens: int
+    ttft_seconds: float | None = None  # from the start of the batch to its first new token (prefill)
+    decode_seconds: float | None = None  # from the first new token to the end of the batch
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import inspect
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -134,6 +135,7 @@ class HFBackend:
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.use_chat_template = self._chat_template_enabled(spec.chat_template)
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self.time_first_token = True  # the cost meter's hook in generate(); benchmarks/meter_overhead.py turns it off to price it
         self.info = ModelInfo(
             ref=spec.ref,
             backend="hf",
@@ -330,7 +332,7 @@ class HFBackend:
         return ids[-room:]
 
     def _generate_batch(self, batch: list[tuple[list[int], GenerationParams]]) -> list[GenerationResult]:
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, StoppingCriteriaList
 
         params = batch[0][1]
         ids, mask = self._left_pad([prompt for prompt, _ in batch])
@@ -346,13 +348,21 @@ class HFBackend:
             eos_token_id=eos_ids,
             stop_strings=list(params.stop) or None,
         )
+        cuda = self.input_device.type == "cuda"
+        clock = FirstTokenClock(synchronise=cuda)
+        started = time.perf_counter()
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=ids.to(self.input_device),
                 attention_mask=mask.to(self.input_device),
                 generation_config=config,
                 tokenizer=self.tokenizer,
+                stopping_criteria=StoppingCriteriaList([clock] if self.time_first_token else []),
             )
+        if cuda:
+            torch.cuda.synchronize(self.input_device)
+        ended = time.perf_counter()
+        first = clock.first if clock.first is not None else ended
         results = []
         for row, (prompt, _) in enumerate(batch):
             generated = output[row, width:].tolist()
@@ -365,7 +375,12 @@ class HFBackend:
                 while produced and generated[produced - 1] == self.pad_token_id:
                     produced -= 1
             text = self.tokenizer.decode(generated[:produced], skip_special_tokens=True)
-            results.append(GenerationResult(text=truncate_at_stop(text, params.stop), input_tokens=len(prompt), output_tokens=produced))
+            results.append(
+                GenerationResult(
+                    text=truncate_at_stop(text, params.stop), input_tokens=len(prompt), output_tokens=produced,
+                    ttft_seconds=first - started, decode_seconds=ended - first,
+                )
+            )
         return results
 
     def _eos_ids(self) -> list[int]:
@@ -388,6 +403,28 @@ class HFBackend:
             for index, result in zip(members, produced):
                 results[index] = result
         return [result for result in results if result is not None]
+
+
+class FirstTokenClock:
+    """A stopping criterion that never stops: it notes when generate() produced its first new token.
+
+    generate() calls its stopping criteria once per step, right after each new token, so the
+    first call marks the end of prefill. On a GPU the first call synchronises once so that the
+    time is that of the finished token, not of its queued kernels.
+    """
+
+    def __init__(self, synchronise: bool) -> None:
+        self.synchronise = synchronise
+        self.first: float | None = None
+        self._never: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        if self._never is None:
+            if self.synchronise:
+                torch.cuda.synchronize(input_ids.device)
+            self.first = time.perf_counter()
+            self._never = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return self._never
 
 
 def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
