@@ -38,7 +38,7 @@ class ModelConfig(_Strict):
     """One model to evaluate and how to load it."""
 
     ref: str = Field(min_length=1)
-    backend: Literal["hf"] = "hf"
+    backend: Literal["auto", "hf", "llamacpp"] = "auto"
     revision: str | None = None
     dtype: Dtype = "auto"
     device: str = "auto"

@@ -19,7 +19,7 @@ from bench.environment import git_commit, hardware, package_versions
 from bench.errors import UserError
 from bench.evaluation import evaluate_docs, generation_params, summarize
 from bench.models.base import Backend
-from bench.models.hf import preflight
+from bench.models.registry import load_backend, preflight, with_backend
 from bench.results import CellKey, RunStore
 from bench.data import DataMissing
 from bench.tasks import Doc, TaskSpec, get_task, load_docs, task_from_file
@@ -112,7 +112,7 @@ def make_plan(config: RunConfig) -> Plan:
     codes = _languages_per_task(tasks, config.languages, notes)
     models, slugs = [], set()
     for model in config.models:
-        source, _, _ = preflight(model)  # reference, device and memory are checked before any run starts
+        source = preflight(model)  # reference, device and memory are checked before any run starts
         slug = source.slug
         while slug in slugs:
             slug += "+"
@@ -144,10 +144,8 @@ def make_plan(config: RunConfig) -> Plan:
     return Plan(cells, cost, notes)
 
 
-def _load_hf_backend(model: ModelConfig, config: RunConfig) -> Backend:
-    from bench.models.hf import HFBackend
-
-    return HFBackend(model, config.batch_size_for(model), config.seed)
+def _load_backend(model: ModelConfig, config: RunConfig) -> Backend:
+    return load_backend(model, config.batch_size_for(model), config.seed)
 
 
 def _cell_summary(cell: Cell, plan: Plan, config: RunConfig, samples: list[dict[str, Any]], model_info: dict[str, Any] | None) -> dict[str, Any]:
@@ -173,9 +171,10 @@ def _chunks(docs: list[Doc], size: int) -> list[list[Doc]]:
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
-def run(config: RunConfig, console: Console | None = None, backend_factory: BackendFactory = _load_hf_backend) -> RunOutcome:
+def run(config: RunConfig, console: Console | None = None, backend_factory: BackendFactory = _load_backend) -> RunOutcome:
     """Run every unfinished cell of ``config``; finished samples are never recomputed."""
     console = console or Console(stderr=True)
+    config = config.model_copy(update={"models": [with_backend(model) for model in config.models]})
     plan = make_plan(config)
     for note in plan.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)

@@ -11,7 +11,8 @@ import torch
 from bench.config import ModelConfig
 from bench.errors import UserError
 from bench.models.base import GenerationParams, GenerationRequest, LoglikelihoodRequest
-from bench.models.hf import HFBackend, truncate_at_stop
+from bench.models.base import truncate_at_stop
+from bench.models.hf import HFBackend
 
 CONTEXTS = [
     ("Question: what is 2 + 2?\nAnswer:", " 4"),

@@ -92,3 +92,13 @@ class Backend(Protocol):
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Number of tokens the model's own tokenizer makes of each text (no special tokens)."""
         ...
+
+
+def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
+    """Cut generated text at the first stop string."""
+    cut = len(text)
+    for stop in stops:
+        position = text.find(stop)
+        if stop and position != -1:
+            cut = min(cut, position)
+    return text[:cut]

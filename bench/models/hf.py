@@ -23,6 +23,7 @@ from bench.models.base import (
     LoglikelihoodResult,
     ModelInfo,
     RollingResult,
+    truncate_at_stop,
 )
 from bench.models.gguf_cache import converted_dir, ensure_converted
 from bench.models.memory import MemoryEstimate, check_fits
@@ -425,13 +426,3 @@ class FirstTokenClock:
             self.first = time.perf_counter()
             self._never = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         return self._never
-
-
-def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
-    """Cut generated text at the first stop string."""
-    cut = len(text)
-    for stop in stops:
-        position = text.find(stop)
-        if stop and position != -1:
-            cut = min(cut, position)
-    return text[:cut]

@@ -28,8 +28,8 @@ from bench.models.base import (
     LoglikelihoodResult,
     ModelInfo,
     RollingResult,
+    truncate_at_stop,
 )
-from bench.models.hf import truncate_at_stop
 from bench.models.memory import check_fits_bytes
 from bench.models.sources import ModelSource, resolve
 
@@ -57,24 +57,32 @@ def _gguf_context_and_vocabulary(path: Path) -> tuple[int, int]:
     return trained, len(fields["tokenizer.ggml.tokens"].data)
 
 
+def preflight(spec: ModelConfig) -> tuple[ModelSource, int]:
+    """Check a model for this backend before loading it; return its source and the context length to use."""
+    if not llama_cpp_installed():
+        raise UserError(f"backend llamacpp needs llama-cpp-python; {INSTALL_HINT}, or use backend: hf")
+    source = resolve(spec.ref, spec.revision)
+    if source.kind != "gguf":
+        raise UserError(f"backend llamacpp runs GGUF files; {spec.ref} is a transformers checkpoint, so use backend: hf for it")
+    path = Path(source.location)
+    trained, vocabulary = _gguf_context_and_vocabulary(path)
+    n_ctx = spec.max_length or min(trained, DEFAULT_CONTEXT)
+    # Weights (the file) plus the float32 logits kept for every position of the context.
+    device = "cuda" if spec.device.startswith("cuda") else "cpu"
+    check_fits_bytes(spec.ref, path.stat().st_size + n_ctx * vocabulary * 4, device, spec.max_memory)
+    return source, n_ctx
+
+
 class LlamaCppBackend:
     """Answers the backend protocol with llama.cpp, one sequence at a time, reusing shared prefixes."""
 
     def __init__(self, spec: ModelConfig, batch_size: BatchSize = "auto", seed: int = 1234) -> None:
-        if not llama_cpp_installed():
-            raise UserError(f"backend llamacpp needs llama-cpp-python; {INSTALL_HINT}, or use backend: hf")
         self.spec = spec
-        self.source: ModelSource = resolve(spec.ref, spec.revision)
-        if self.source.kind != "gguf":
-            raise UserError(f"backend llamacpp runs GGUF files; {spec.ref} is a transformers checkpoint, so use backend: hf for it")
+        self.source, n_ctx = preflight(spec)
         from llama_cpp import Llama
 
         path = Path(self.source.location)
         gpu_layers = -1 if spec.device.startswith("cuda") else 0
-        trained, vocabulary = _gguf_context_and_vocabulary(path)
-        n_ctx = spec.max_length or min(trained, DEFAULT_CONTEXT)
-        # Weights (the file) plus the float32 logits kept for every position of the context.
-        check_fits_bytes(spec.ref, path.stat().st_size + n_ctx * vocabulary * 4, "cpu" if gpu_layers == 0 else "cuda", spec.max_memory)
         self.llm = Llama(
             model_path=str(path), n_ctx=n_ctx, n_batch=512, logits_all=True, verbose=False, seed=seed,
             n_gpu_layers=gpu_layers, n_threads=psutil.cpu_count(logical=False) or os.cpu_count(),
@@ -197,7 +205,7 @@ class LlamaCppBackend:
             first: float | None = None
             tokens: list[int] = []
             produced = 0
-            text = ""
+            streamed = b""  # per-token bytes, only to spot stop strings early; the text is decoded whole at the end
             sampler = self.llm.generate(
                 prompt, temp=0.0 if params.greedy else params.temperature, top_k=1 if params.greedy else 0,
                 top_p=params.top_p, min_p=0.0, repeat_penalty=1.0,
@@ -208,9 +216,11 @@ class LlamaCppBackend:
                 if llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token):
                     break
                 tokens.append(token)
-                text = self.llm.detokenize(tokens).decode("utf-8", errors="ignore")
-                if produced >= budget or any(stop and stop in text[-(len(stop) + 32) :] for stop in params.stop):
+                streamed += self.llm.detokenize([token])
+                tail = streamed[-256:].decode("utf-8", errors="ignore")
+                if produced >= budget or any(stop and stop in tail for stop in params.stop):
                     break
+            text = self.llm.detokenize(tokens).decode("utf-8", errors="replace")
             ended = time.perf_counter()
             first = first if first is not None else ended
             results.append(

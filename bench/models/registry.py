@@ -1,0 +1,52 @@
+"""Choosing and loading a backend for a model: transformers, or llama.cpp for GGUF files on a CPU."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from bench.config import BatchSize, ModelConfig
+from bench.models.base import Backend
+from bench.models.llamacpp import llama_cpp_installed
+from bench.models.sources import ModelSource, resolve
+
+BackendName = Literal["hf", "llamacpp"]
+
+
+def choose_backend(spec: ModelConfig) -> BackendName:
+    """``backend: auto`` → llama.cpp for a GGUF model on a CPU when llama-cpp-python is installed, else transformers."""
+    if spec.backend != "auto":
+        return spec.backend
+    if spec.device.startswith("cuda") or spec.quantization or spec.device_map:
+        return "hf"
+    if not llama_cpp_installed():
+        return "hf"
+    import torch
+
+    on_cpu = spec.device == "cpu" or (spec.device == "auto" and not torch.cuda.is_available())
+    return "llamacpp" if on_cpu and resolve(spec.ref, spec.revision).kind == "gguf" else "hf"
+
+
+def with_backend(spec: ModelConfig) -> ModelConfig:
+    """The same model with ``auto`` replaced by the backend that will run it (so run ids name it)."""
+    return spec if spec.backend != "auto" else spec.model_copy(update={"backend": choose_backend(spec)})
+
+
+def preflight(spec: ModelConfig) -> ModelSource:
+    """Check reference, device and memory for the model's backend before anything is loaded."""
+    if choose_backend(spec) == "llamacpp":
+        from bench.models.llamacpp import preflight as llamacpp_preflight
+
+        return llamacpp_preflight(spec)[0]
+    from bench.models.hf import preflight as hf_preflight
+
+    return hf_preflight(spec)[0]
+
+
+def load_backend(spec: ModelConfig, batch_size: BatchSize = "auto", seed: int = 1234) -> Backend:
+    if choose_backend(spec) == "llamacpp":
+        from bench.models.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(spec, batch_size, seed)
+    from bench.models.hf import HFBackend
+
+    return HFBackend(spec, batch_size, seed)

@@ -1,0 +1,105 @@
+"""The llama.cpp backend on the real SmolLM2 GGUF, checked against the transformers backend on the same file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.config import GenerationConfig, ModelConfig
+from bench.errors import UserError
+from bench.evaluation import evaluate_docs, generation_params
+from bench.models.base import GenerationParams, GenerationRequest, LoglikelihoodRequest
+from bench.models.registry import choose_backend, with_backend
+from bench.tasks import get_task, load_docs
+
+pytest.importorskip("llama_cpp", reason="the test extra installs llama-cpp-python")
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def llama(smollm2_ref: str):
+    from bench.models.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(ModelConfig(ref=smollm2_ref, device="cpu", backend="llamacpp"))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def transformers_backend(smollm2_ref: str):
+    from bench.models.hf import HFBackend
+
+    return HFBackend(ModelConfig(ref=smollm2_ref, device="cpu", backend="hf"), batch_size=8)
+
+
+def parallel_texts() -> list[str]:
+    task = get_task("mgsm_symbolic_bpb")
+    return [doc.text for language in ("eng", "amh", "hau", "mya") for doc in load_docs(task, language, limit=5)]
+
+
+def test_auto_picks_llama_cpp_for_gguf_on_cpu_and_transformers_otherwise(smollm2_ref: str, tiny_model_dir: Path) -> None:
+    assert choose_backend(ModelConfig(ref=smollm2_ref, device="cpu")) == "llamacpp"
+    assert choose_backend(ModelConfig(ref=smollm2_ref, device="cpu", backend="hf")) == "hf"
+    assert choose_backend(ModelConfig(ref=str(tiny_model_dir), device="cpu")) == "hf"
+    assert with_backend(ModelConfig(ref=smollm2_ref, device="cpu")).backend == "llamacpp"
+
+
+def test_a_transformers_checkpoint_is_refused_by_llama_cpp(tiny_model_dir: Path) -> None:
+    from bench.models.llamacpp import LlamaCppBackend
+
+    with pytest.raises(UserError, match="runs GGUF files.*backend: hf"):
+        LlamaCppBackend(ModelConfig(ref=str(tiny_model_dir), backend="llamacpp"))
+
+
+def test_same_token_counts_as_transformers_on_the_same_gguf(llama, transformers_backend) -> None:
+    texts = parallel_texts()
+    assert llama.count_tokens(texts) == transformers_backend.count_tokens(texts)
+    rolling_ll = llama.loglikelihood_rolling(texts[:6])
+    rolling_hf = transformers_backend.loglikelihood_rolling(texts[:6])
+    assert [r.input_tokens for r in rolling_ll] == [r.input_tokens for r in rolling_hf]
+
+
+def test_loglikelihoods_agree_with_transformers(llama, transformers_backend) -> None:
+    """Q4_1 kernels vs dequantised float32: within 2 % of the total, and the same ranking."""
+    requests = [LoglikelihoodRequest("The capital of France is", c) for c in (" Paris", " Berlin", " London", " a city")]
+    requests += [LoglikelihoodRequest("", "Habari ya asubuhi")]
+    ll, hf = llama.loglikelihood(requests), transformers_backend.loglikelihood(requests)
+    for a, b in zip(ll, hf):
+        assert a.logprob == pytest.approx(b.logprob, rel=0.02, abs=0.15)
+        assert (a.input_tokens, a.continuation_tokens) == (b.input_tokens, b.continuation_tokens)
+    assert max(range(4), key=lambda i: ll[i].logprob) == max(range(4), key=lambda i: hf[i].logprob) == 0
+    for a, b in zip(llama.loglikelihood_rolling(parallel_texts()[:8]), transformers_backend.loglikelihood_rolling(parallel_texts()[:8])):
+        assert a.logprob == pytest.approx(b.logprob, rel=0.02)
+
+
+def test_scores_do_not_depend_on_what_the_kv_cache_held_before(llama) -> None:
+    first = LoglikelihoodRequest("Question: which is a colour?\nAnswer:", " red")
+    second = LoglikelihoodRequest("Question: which is an animal?\nAnswer:", " dog")
+    alone = [llama.loglikelihood([request])[0].logprob for request in (first, second)]
+    llama.loglikelihood_rolling(["Something else entirely, to fill the cache."])
+    together = [result.logprob for result in llama.loglikelihood([second, first])][::-1]
+    assert together == pytest.approx(alone, abs=1e-4)
+
+
+def test_multiple_choice_agrees_with_transformers(llama, transformers_backend, shared_data: Path) -> None:
+    task = get_task("sib200")
+    docs = load_docs(task, "eng_Latn", limit=12, data_dir=shared_data)
+    params = generation_params(task, GenerationConfig())
+    ll = evaluate_docs(task, docs, llama, params)
+    hf = evaluate_docs(task, docs, transformers_backend, params)
+    agree = sum(a["values"]["predicted"] == b["values"]["predicted"] for a, b in zip(ll, hf))
+    assert agree >= len(docs) - 1
+    assert sum(r["input_tokens"] for r in ll) == sum(r["input_tokens"] for r in hf)
+
+
+def test_generation_is_greedy_counts_tokens_and_stops(llama) -> None:
+    params = GenerationParams(max_new_tokens=20)
+    request = GenerationRequest("What is 3 + 4? Answer with a number.", params)
+    first, again = llama.generate([request])[0], llama.generate([request])[0]
+    assert first.text == again.text and first.text.strip()
+    assert 0 < first.output_tokens <= 20 and first.input_tokens > 5
+    assert first.ttft_seconds is not None and first.decode_seconds is not None
+    stop = first.text.strip()[:2]
+    stopped = llama.generate([GenerationRequest(request.context, GenerationParams(max_new_tokens=20, stop=(stop,)))])[0]
+    assert stop not in stopped.text
