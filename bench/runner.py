@@ -209,6 +209,7 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
                 if any(pending[cell.key] for cell in cells):
                     progress.update(bar, description=f"loading {cells[0].model_title} (a GGUF is converted once, then cached)")
                     backend = backend_factory(model, config)
+                    backend.loglikelihood_rolling(["Warm-up."])  # unmetered: lazy start-up is not charged to the first cell
                     meter = Meter(backend.info.device)
                     meter_info = {"energy_methods": meter.methods, "cpu": meter.cpu.model, "cpu_tdp_watts": meter.cpu.tdp_watts, "cpu_tdp_source": meter.cpu.source, "threads": meter.threads}
                     manifest["models"][cells[0].model_slug] = {**asdict(backend.info), "meter": meter_info}
