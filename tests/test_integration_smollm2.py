@@ -108,7 +108,7 @@ def _assert_complete(run_dir: Path, limit: int) -> None:
 
 @pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
 def test_interrupted_run_resumes_to_the_same_summaries_without_duplicates(tmp_path: Path, how: str, smollm2_ref: str) -> None:
-    limit = 24
+    limit = 12
     (tmp_path / "a").mkdir()
     reference_config = _write_config(tmp_path / "a", tmp_path / "reference", limit)
     finished = subprocess.run([sys.executable, "-m", "bench", "run", str(reference_config)], cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)

@@ -84,7 +84,7 @@ def test_scores_do_not_depend_on_what_the_kv_cache_held_before(llama) -> None:
 
 def test_multiple_choice_agrees_with_transformers(llama, transformers_backend, shared_data: Path) -> None:
     task = get_task("sib200")
-    docs = load_docs(task, "eng_Latn", limit=12, data_dir=shared_data)
+    docs = load_docs(task, "eng_Latn", limit=8, data_dir=shared_data)
     params = generation_params(task, GenerationConfig())
     ll = evaluate_docs(task, docs, llama, params)
     hf = evaluate_docs(task, docs, transformers_backend, params)
