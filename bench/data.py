@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -174,19 +174,24 @@ def load_rows(source: SourceSpec, language: str, split: str, data_dir: Path | No
 # ---------------------------------------------------------------- the mirror
 @lru_cache(maxsize=256)
 def _jsonl_rows(path: Path, _mtime: int) -> tuple[Row, ...]:
-    rows = []
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}: line {number} is not valid JSON ({error.msg}); fix or re-pull the file") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}: line {number} is not a JSON object; fix or re-pull the file")
-            rows.append(row)
-    return tuple(rows)
+        return tuple(row for _, row in json_objects(handle, path, "fix or re-pull the file"))
+
+
+def json_objects(lines: Iterable[str], path: Path, fix: str) -> list[tuple[int, Row]]:
+    """(line number, object) for each non-blank JSON Lines line; a bad line is a one-line error ending in ``fix``."""
+    objects = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}: line {number} is not valid JSON ({error.msg}); {fix}") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: line {number} is not a JSON object; {fix}")
+        objects.append((number, row))
+    return objects
 
 
 def write_rows(rows: list[Row], path: Path) -> None:
@@ -316,17 +321,9 @@ def _decode(path: Path, row_word: str) -> str:
 def _table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]], str]:
     """Column names, (row number, record) pairs and the word for a row ('row' in CSV, 'line' in JSONL)."""
     if path.suffix.lower() in (".jsonl", ".json"):
-        text, records, columns = _decode(path, "line"), [], {}
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}: line {number} is not valid JSON ({error.msg}); write one JSON object per line") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}: line {number} is not a JSON object; write one object per line, e.g. {{\"prompt\": \"…\", \"reference\": \"…\"}}")
-            records.append((number, record))
+        records = json_objects(_decode(path, "line").splitlines(), path, 'write one JSON object per line, e.g. {"prompt": "…", "reference": "…"}')
+        columns: dict[str, None] = {}
+        for _, record in records:
             columns.update(dict.fromkeys(record))
         return list(columns), records, "line"
     text = _decode(path, "row")

@@ -6,7 +6,7 @@ the runner can record them per sample and the cost meter can price them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -102,3 +102,31 @@ def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
         if stop and position != -1:
             cut = min(cut, position)
     return text[:cut]
+
+
+def split_pair(encode: Callable[[str, bool], list[int]], prefix_token_id: int, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Token ids of a context and its continuation, tokenised together (as the model sees them) and split.
+
+    ``encode(text, special)`` tokenises, adding the model's own special tokens when ``special``.
+    A trailing space of the context moves to the continuation (tokenizers attach it to the next
+    word); an empty context becomes the prefix token (BOS, else EOS).
+    """
+    if not context:
+        return [prefix_token_id], encode(continuation, False)
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = encode(context + continuation, True)
+    context_ids = encode(context, True)
+    return context_ids, whole[len(context_ids) :]
+
+
+def rolling_windows(tokens: list[int], prefix_token_id: int, max_length: int) -> list[tuple[list[int], list[int]]]:
+    """(inputs, targets) windows that score every token once: disjoint spans of ``max_length`` targets,
+    each predicted from the tokens just before it, the first from the prefix token."""
+    shifted = [prefix_token_id] + tokens
+    windows = []
+    for start in range(0, len(tokens), max_length):
+        targets = tokens[start : start + max_length]
+        windows.append((shifted[start : start + len(targets)], targets))
+    return windows

@@ -23,6 +23,8 @@ from bench.models.base import (
     LoglikelihoodResult,
     ModelInfo,
     RollingResult,
+    rolling_windows,
+    split_pair,
     truncate_at_stop,
 )
 from bench.models.gguf_cache import converted_dir, ensure_converted
@@ -275,15 +277,7 @@ class HFBackend:
         return self.tokenizer(text, add_special_tokens=special)["input_ids"]
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """Tokenise context+continuation together (as the model would see them) and split."""
-        if not context:
-            return [self.prefix_token_id], self._encode(continuation, special=False)
-        spaces = len(context) - len(context.rstrip())
-        if spaces:  # keep the space with the continuation, as tokenizers attach it to the next word
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole = self._encode(context + continuation, special=True)
-        context_ids = self._encode(context, special=True)
-        return context_ids, whole[len(context_ids) :]
+        return split_pair(self._encode, self.prefix_token_id, context, continuation)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
@@ -312,11 +306,9 @@ class HFBackend:
         token_counts = []
         for index, text in enumerate(texts):
             tokens = self._encode(text, special=False)
-            shifted = [self.prefix_token_id] + tokens
             token_counts.append(len(tokens))
-            for start in range(0, len(tokens), self.max_length):
-                targets = tokens[start : start + self.max_length]
-                items.append((shifted[start : start + len(targets)], targets))
+            for window in rolling_windows(tokens, self.prefix_token_id, self.max_length):
+                items.append(window)
                 owners.append(index)
         totals = [0.0] * len(texts)
         for owner, (logprob, _) in zip(owners, self._score_all(items)):

@@ -28,6 +28,8 @@ from bench.models.base import (
     LoglikelihoodResult,
     ModelInfo,
     RollingResult,
+    rolling_windows,
+    split_pair,
     truncate_at_stop,
 )
 from bench.models.memory import check_fits_bytes
@@ -124,14 +126,7 @@ class LlamaCppBackend:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=special, special=False)
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        if not context:
-            return [self.prefix_token_id], self._encode(continuation, special=False)
-        spaces = len(context) - len(context.rstrip())
-        if spaces:
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole = self._encode(context + continuation, special=True)
-        context_ids = self._encode(context, special=True)
-        return context_ids, whole[len(context_ids) :]
+        return split_pair(self._encode, self.prefix_token_id, context, continuation)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(self._encode(text, special=False)) for text in texts]
@@ -175,11 +170,7 @@ class LlamaCppBackend:
         results = []
         for text in texts:
             tokens = self._encode(text, special=False)
-            shifted = [self.prefix_token_id] + tokens
-            total = 0.0
-            for start in range(0, len(tokens), self.max_length):
-                targets = tokens[start : start + self.max_length]
-                total += self._score(shifted[start : start + len(targets)], targets)[0]
+            total = sum(self._score(inputs, targets)[0] for inputs, targets in rolling_windows(tokens, self.prefix_token_id, self.max_length))
             results.append(RollingResult(logprob=total, input_tokens=len(tokens)))
         return results
 
