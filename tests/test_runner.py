@@ -101,13 +101,14 @@ class InterruptAfter:
 def test_interrupted_run_keeps_finished_samples_and_resumes_to_the_same_summaries(tiny_model_dir: Path, tmp_path: Path) -> None:
     reference = run(tiny_config(tiny_model_dir, tmp_path / "reference"))
     config = tiny_config(tiny_model_dir, tmp_path / "interrupted")
-    with pytest.raises(RunInterrupted, match="rerun the same command to resume"):
+    with pytest.raises(RunInterrupted, match="rerun the same command to resume") as interrupted:
         run(config, backend_factory=InterruptAfter(3))
-    kept = results.load(config.output / config.run_id())
+    kept = results.load(interrupted.value.run_dir)
     assert 0 < len(kept) < 24
-    manifest = (config.output / config.run_id() / "manifest.json").read_text()
-    assert '"status": "interrupted"' in manifest
+    manifest = (interrupted.value.run_dir / "manifest.json").read_text()
+    assert '"status": "interrupted"' in manifest and '"backend": "hf"' in manifest  # auto was resolved before the run id
     resumed = run(config)
+    assert resumed.run_dir == interrupted.value.run_dir
     assert resumed.computed_samples == 24 - len(kept)
     samples = results.load(resumed.run_dir)
     assert len(samples) == 24 and not samples.duplicated(["task", "language", "doc_id"]).any()
