@@ -1,0 +1,95 @@
+"""Reports from real runs of the tiny random model: merging, the static site, Markdown/CSV/Parquet, cards, recommendations."""
+
+from __future__ import annotations
+
+import json
+from html import unescape
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.config import parse_config
+from bench.errors import UserError
+from bench.report.collect import collect
+from bench.report.site import pareto, write_site
+from bench.runner import run
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+XSS = '<script>window.__xss = 1</script><img src="x" onerror="window.__xss = 2">'
+
+
+def _run(model_dir: Path, output: Path, name: str, limit: int, languages: list[str]) -> Path:
+    config = parse_config(
+        {
+            "name": name,
+            "models": [{"ref": str(model_dir), "device": "cpu"}],
+            "tasks": ["mgsm_symbolic", "mgsm_symbolic_bpb", "mgsm_symbolic_tax"],
+            "languages": languages,
+            "limit": limit,
+            "batch_size": 4,
+            "generation": {"max_new_tokens": 4},
+            "output": str(output),
+            "cost": {"hardware": "laptop-cpu", "country": "NGA"},
+        },
+        "test",
+    )
+    return run(config).run_dir
+
+
+@pytest.fixture(scope="session")
+def two_results(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two results folders of different configs; the first has an XSS probe in a model output."""
+    base = tmp_path_factory.mktemp("report-results")
+    first = _run(tiny_model_dir, base / "machine-a", "tiny-a", 3, ["eng", "hau", "swh"])
+    _run(tiny_model_dir, base / "machine-b", "tiny-b", 2, ["eng", "hau"])
+    samples = first / next(p.name for p in first.iterdir() if p.is_dir()) / "mgsm_symbolic" / "hau" / "samples.jsonl"
+    lines = samples.read_text(encoding="utf-8").splitlines()
+    record = json.loads(lines[0])
+    record["output"] = XSS + record["output"]
+    samples.write_text("\n".join([json.dumps(record, ensure_ascii=False), *lines[1:]]) + "\n", encoding="utf-8")
+    return base / "machine-a", base / "machine-b"
+
+
+def test_identical_cells_are_merged_and_conflicts_flagged(two_results: tuple[Path, Path], tmp_path: Path) -> None:
+    a, b = two_results
+    merged = collect([a, b, a])  # a given twice: its cells are identical
+    once = collect([a, b])
+    assert len(merged.cells) == len(once.cells) == 3 * 3 + 3 * 2 and merged.duplicates == 9 and not merged.conflicts
+    copy = tmp_path / "copy"
+    shutil.copytree(a, copy)
+    summary = next(copy.rglob("mgsm_symbolic_bpb/eng/summary.json"))
+    data = json.loads(summary.read_text())
+    data["metrics"]["bits_per_byte"]["value"] += 1.0
+    summary.write_text(json.dumps(data))
+    conflicted = collect([a, copy])
+    assert len(conflicted.cells) == 9 and len(conflicted.conflicts) == 1 and "mgsm_symbolic_bpb · eng" in conflicted.conflicts[0]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no runs in"):
+        collect([tmp_path / "empty"])
+
+
+def test_site_markdown_csv_and_parquet(two_results: tuple[Path, Path], tmp_path: Path) -> None:
+    index = write_site(collect(list(two_results)), tmp_path / "site")
+    site = index.parent
+    html = unescape(index.read_text(encoding="utf-8"))
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert 'id="scatter-plot"' in html and 'class="frontier"' in html and "Hausa" in html
+    model_pages = list((site / "models").glob("*.html"))
+    assert len(model_pages) == 1
+    page = model_pages[0].read_text(encoding="utf-8")
+    assert "<script>window.__xss" not in page and "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in page
+    assert "tiny-a-" in (site / "runs.html").read_text(encoding="utf-8") and "bench" in (site / "runs.html").read_text(encoding="utf-8")
+    table = pd.read_csv(site / "leaderboard.csv")
+    assert len(table) == 15 and {"model", "size", "quantisation", "hardware", "task", "language", "score", "ci_low", "ci_high", "tokens_per_second", "usd_per_1m_tokens", "usd_per_1000_words", "gco2e_per_1m_tokens"} <= set(table.columns)
+    assert len(pd.read_parquet(site / "leaderboard.parquet")) == 15
+    markdown = (site / "leaderboard.md").read_text(encoding="utf-8").splitlines()
+    assert markdown[0].startswith("| model | size |") and markdown[1].startswith("|---|")
+    assert all(line.count("|") == markdown[0].count("|") for line in markdown[2:] if line.startswith("|"))
+
+
+def test_pareto_frontier_keeps_points_nothing_beats() -> None:
+    points = [{"cost": 1.0, "quality": 10.0}, {"cost": 2.0, "quality": 5.0}, {"cost": 3.0, "quality": 30.0}, {"cost": 0.5, "quality": 2.0}]
+    assert [p["cost"] for p in pareto(points)] == [0.5, 1.0, 3.0]
