@@ -69,8 +69,15 @@ class Cell:
         return (self.summary.get("config_hash") or self.run.run_id, self.slug, self.task, self.language)
 
     @property
+    def recorded_title(self) -> str:
+        """The title as the run recorded it (and the cost report names the model)."""
+        return str(self.summary.get("model_title") or self.summary["model"])
+
+    @property
     def title(self) -> str:
-        return str(self.summary.get("model_title") or self.summary.get("model") or self.slug)
+        """The model's name; a local checkpoint folder is named by its last part, not its full path."""
+        title = self.recorded_title
+        return Path(title).name if title.startswith(("/", "./", "~")) else title
 
     @property
     def task(self) -> str:
@@ -154,13 +161,13 @@ class Collection:
     def language_cost(self, cell: Cell) -> dict[str, Any] | None:
         """The model's per-language figures (tokens per word, US$ per 1,000 words) from its run's cost report."""
         for row in cell.run.costs.languages:
-            if row["model"] == cell.title and row["language"] == cell.language:
+            if row["model"] == cell.recorded_title and row["language"] == cell.language:
                 return row["language_figures"]
         return None
 
     def model_cost(self, cell: Cell) -> dict[str, Any] | None:
         """The model's inference cost over its run, with the same tokens on paid APIs."""
-        return next((row for row in cell.run.costs.models if row["model"] == cell.title), None)
+        return next((row for row in cell.run.costs.models if row["model"] == cell.recorded_title), None)
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per cell: what the leaderboard table, the CSV and the Parquet file show."""
