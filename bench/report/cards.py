@@ -128,20 +128,31 @@ def model_entries(collection: Collection, language: str, verdicts: Verdicts) -> 
             label, text = verdicts.judge(cell.task, value, int(cell.summary.get("n_samples") or 0))
             rows.append({
                 "task": cell.task, "purpose": verdicts.purpose(cell.task), "metric": metric_label(metric),
-                "score": format_score(metric, score), "items": cell.summary.get("n_samples"),
-                "english": format_score(metric, compared["english"]) if compared else ("this is English" if language == ENGLISH else "not tested in English"),
+                "score": format_score(metric, score), "n_items": cell.summary.get("n_samples"),
+                "english": _english_text(language, metric, english, compared),
                 "english_items": compared["items"] if compared else None, "label": label, "verdict": text,
             })
         figures = collection.language_cost(here[0]) or {}
         model_cost = collection.model_cost(here[0]) or {}
         premium = next((cell.summary["metrics"]["token_premium"]["value"] for cell in here if "token_premium" in (cell.summary.get("metrics") or {})), None)
         entries.append({
-            "title": here[0].title, "hardware": here[0].run.hardware, "profile": here[0].run.costs.settings.hardware.name,
+            "title": here[0].title, "run_id": here[0].run.run_id, "hardware": here[0].run.hardware, "profile": here[0].run.costs.settings.hardware.name,
             "country": here[0].run.costs.settings.country.name, "rows": rows, "premium": premium,
             "per_1000_words": figures.get("per_1000_words"), "tokens_per_word": figures.get("tokens_per_word"),
             **_api_costs(model_cost.get("apis") or {}, figures.get("tokens_per_word")),
         })
     return entries
+
+
+def _english_text(language: str, metric: str | None, english: Cell | None, compared: dict[str, Any] | None) -> str:
+    if language == ENGLISH:
+        return "this is English"
+    if compared is not None:
+        return format_score(metric, compared["english"])
+    if english is None:
+        return "not tested in English"
+    score = (english.summary.get("metrics") or {}).get(metric or "")
+    return f"{format_score(metric, score)} (other items: the test sets share none)"
 
 
 def _api_costs(apis: dict[str, Any], tokens_per_word: float | None) -> dict[str, Any]:
