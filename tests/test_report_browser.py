@@ -12,7 +12,7 @@ import pytest
 
 from bench.report.collect import collect
 from bench.report.site import write_site
-from test_report import ARTIFACTS, two_results  # noqa: F401  (the shared fixture)
+from conftest import ARTIFACTS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -30,7 +30,7 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def site(two_results: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def site(two_results: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_site(collect(list(two_results)), tmp_path_factory.mktemp("site") / "site").parent
 
 
