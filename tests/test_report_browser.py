@@ -69,7 +69,7 @@ def test_scatter_renders_with_its_frontier(browser, site: Path) -> None:
     page, _, _ = _open(browser, site / "index.html")
     assert page.locator("#scatter-plot circle.point").count() == 2
     frontier = page.locator("#scatter-plot polyline.frontier")
-    assert frontier.count() == 1 and frontier.bounding_box()["width"] >= 0
+    assert frontier.count() == 1 and frontier.bounding_box()["width"] > 0
     box = page.locator("#scatter-plot").bounding_box()
     assert box["width"] > 300 and box["height"] > 150
     page.locator("#scatter").scroll_into_view_if_needed()

@@ -142,7 +142,7 @@ def scatter_points(collection: Collection) -> list[dict[str, Any]]:
 
 
 def scatter_svg(points: Sequence[dict[str, Any]]) -> str:
-    """An inline SVG: quality against US$ per 1M tokens (log scale), the Pareto frontier as a dashed line.
+    """An inline SVG: quality against US$ per 1M tokens (log scale), the Pareto frontier as a dashed staircase.
 
     Labels are escaped here, since this markup is inserted as it is.
     """
@@ -175,7 +175,11 @@ def scatter_svg(points: Sequence[dict[str, Any]]) -> str:
     parts.append(f'<text transform="translate(16 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle">mean quality score (0–100) — better up</text>')
     frontier = sorted((point for point in points if point["frontier"]), key=lambda p: p["cost"])
     if frontier:
-        path = " ".join(f"{x(p['cost']):.1f},{y(p['quality']):.1f}" for p in frontier)
+        steps = [(x(frontier[0]["cost"]), y(frontier[0]["quality"]))]
+        for point in frontier[1:]:  # a staircase: what the cheaper point offers holds until a better one is reached
+            steps += [(x(point["cost"]), steps[-1][1]), (x(point["cost"]), y(point["quality"]))]
+        steps.append((width - right, steps[-1][1]))  # paying more than the last frontier point buys nothing better
+        path = " ".join(f"{px:.1f},{py:.1f}" for px, py in steps)
         parts.append(f'<polyline class="frontier" points="{path}"><title>Pareto frontier: no other model is both cheaper and better</title></polyline>')
     for point in points:
         px, py = x(point["cost"]), y(point["quality"])
