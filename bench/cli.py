@@ -279,6 +279,77 @@ def calibrate(
     console.print(calibration_table(backend.info, rows, bandwidth_gbs))
 
 
+ResultsArgument = Annotated[list[Path], typer.Argument(help="results folders: run folders or folders of runs (any number, from any machine)")]
+
+
+@app.command()
+@user_errors_as_one_line
+def report(
+    results: ResultsArgument,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder to write the site into")] = Path("site"),
+    title: Annotated[str, typer.Option(help="the leaderboard's title")] = "accessbench leaderboard",
+) -> None:
+    """Merge results folders into a static leaderboard site, leaderboard.md, .csv and .parquet."""
+    from bench.report.collect import collect
+    from bench.report.site import write_site
+
+    collection = collect(results)
+    index = write_site(collection, out, title)
+    for line in collection.conflicts:
+        errors.print(f"[yellow]conflict:[/] {line}", highlight=False, soft_wrap=True)
+    console.print(
+        f"{len(collection.cells)} results from {len(collection.runs)} runs ({collection.duplicates} identical duplicates merged, "
+        f"{len(collection.conflicts)} conflicts): open {index}", highlight=False, soft_wrap=True,
+    )
+
+
+@app.command()
+@user_errors_as_one_line
+def card(
+    results: ResultsArgument,
+    lang: Annotated[list[str], typer.Option("--lang", "-l", help="language (repeatable): hau, hau_Latn or Hausa")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder to write the cards into")] = Path("cards"),
+    verdicts: Annotated[Path | None, typer.Option(help="verdict thresholds YAML (default: configs/verdicts.yaml)")] = None,
+) -> None:
+    """One printable fitness card per language: scores next to English, cost per 1,000 words, a plain verdict."""
+    from bench.report.cards import write_cards
+    from bench.report.collect import collect
+
+    for path in write_cards(collect(results), lang, out, verdicts):
+        console.print(f"card: {path}", highlight=False)
+
+
+@app.command()
+@user_errors_as_one_line
+def recommend(
+    results: ResultsArgument,
+    lang: Annotated[str, typer.Option("--lang", "-l", help="the language the model must work in: swh, swh_Latn or Swahili")],
+    max_usd_per_1k_words: Annotated[float | None, typer.Option("--max-usd-per-1k-words", help="budget: at most this many US$ per 1,000 words", min=0)] = None,
+    max_memory_gb: Annotated[float | None, typer.Option("--max-memory-gb", help="the memory your machine has for the model, in GB", min=0)] = None,
+) -> None:
+    """Rank the tested models that fit a budget by quality in a language, and say why the others were left out."""
+    from bench.report.collect import collect
+    from bench.report.recommend import recommend as rank
+    from bench.report.site import money
+
+    name, fits, excluded = rank(collect(results), lang, max_usd_per_1k_words, max_memory_gb)
+    limits = [f"at most US$ {money(max_usd_per_1k_words)} per 1,000 words" if max_usd_per_1k_words is not None else "", f"at most {max_memory_gb:g} GB of memory" if max_memory_gb is not None else ""]
+    budget = " and ".join(limit for limit in limits if limit) or "no budget limits"
+    table = Table(title=f"Models for {name} ({budget}), best first", caption="quality: mean score (0-100) over the tasks scored in the language; memory: the most the run needed", caption_justify="left")
+    for column, justify in (("#", "right"), ("model", "left"), ("quality", "right"), ("jobs tested", "left"), ("US$ / 1,000 words", "right"), ("memory", "right"), ("measured on", "left")):
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for rank_number, candidate in enumerate(fits, start=1):
+        table.add_row(
+            str(rank_number), candidate.model, f"{candidate.quality:.0f}/100" if candidate.quality is not None else "–", ", ".join(candidate.tasks),
+            money(candidate.usd_per_1000_words), f"{candidate.memory_gb:.1f} GB" if candidate.memory_gb is not None else "–", candidate.hardware,
+        )
+    console.print(table)
+    if not fits:
+        console.print(f"No tested model fits {budget} in {name}.", highlight=False)
+    for candidate in excluded:
+        console.print(f"left out: {candidate.model} on {candidate.hardware}: {'; '.join(candidate.reasons)}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     app(prog_name="accessbench")
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import json
+
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,3 +80,43 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     """Run `python -m bench ...` as a user would and capture what it prints."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd or REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------- report fixtures
+ARTIFACTS = REPO / "test-artifacts"
+XSS = '<script>window.__xss = 1</script><img src="x" onerror="window.__xss = 2">'
+
+
+def _report_run(model_dir: Path, output: Path, name: str, limit: int, languages: list[str]) -> Path:
+    from bench.config import parse_config
+    from bench.runner import run
+
+    config = parse_config(
+        {
+            "name": name,
+            "models": [{"ref": str(model_dir), "device": "cpu"}],
+            "tasks": ["mgsm_symbolic", "mgsm_symbolic_bpb", "mgsm_symbolic_tax"],
+            "languages": languages,
+            "limit": limit,
+            "batch_size": 4,
+            "generation": {"max_new_tokens": 4},
+            "output": str(output),
+            "cost": {"hardware": "laptop-cpu", "country": "NGA"},
+        },
+        "test",
+    )
+    return run(config).run_dir
+
+
+@pytest.fixture(scope="session")
+def two_results(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two results folders of different configs; the first has an XSS probe in a model output."""
+    base = tmp_path_factory.mktemp("report-results")
+    first = _report_run(tiny_model_dir, base / "machine-a", "tiny-a", 3, ["eng", "hau", "swh"])
+    _report_run(tiny_model_dir, base / "machine-b", "tiny-b", 2, ["eng", "hau"])
+    samples = first / next(p.name for p in first.iterdir() if p.is_dir()) / "mgsm_symbolic" / "hau" / "samples.jsonl"
+    lines = samples.read_text(encoding="utf-8").splitlines()
+    record = json.loads(lines[0])
+    record["output"] = XSS + record["output"]
+    samples.write_text("\n".join([json.dumps(record, ensure_ascii=False), *lines[1:]]) + "\n", encoding="utf-8")
+    return base / "machine-a", base / "machine-b"

@@ -1,0 +1,1 @@
+"""Publishing results: merged leaderboards (HTML, Markdown, CSV, Parquet), fitness cards, recommendations."""

@@ -1,0 +1,262 @@
+"""Merging results folders into one table of cells: identical cells de-duplicated, conflicting ones flagged.
+
+A cell is identified by (config hash, model, task, language): the same run copied to two places,
+or resumed on another machine, is one cell. Two copies whose scores differ are a conflict: the
+first is kept and both places are named. All money is re-priced in US$ from the samples, with each
+run's own hardware profile and country, so runs priced in other currencies compare.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.cost.pricing import price, usage
+from bench.cost.report import TAX, RunCosts, run_costs
+from bench.errors import UserError
+from bench.languages import display_name, language_key
+from bench.metrics import METRICS
+from bench.results import MANIFEST, SAMPLES, SUMMARY, _read_samples, _run_dirs
+
+PERCENT = {"acc", "acc_norm_bytes", "f1", "exact_match_number", "exact_match"}  # 0-1 scores shown as %
+
+
+@dataclass
+class Run:
+    """One run folder: its manifest and its re-priced costs."""
+
+    path: Path
+    manifest: dict[str, Any]
+    costs: RunCosts
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id") or self.path.name)
+
+    @property
+    def hardware(self) -> str:
+        """The machine the run was measured on, e.g. 'NVIDIA H100 (80 GiB)' or 'Intel Xeon … (2 threads)'."""
+        machine = self.manifest.get("hardware") or {}
+        gpus = machine.get("gpus") or []
+        if gpus:
+            return ", ".join(f"{gpu['name']} ({gpu['memory_gib']:g} GiB)" for gpu in gpus)
+        return f"{machine.get('cpu') or 'unknown CPU'} ({machine.get('cpu_threads', '?')} threads, CPU only)"
+
+    @property
+    def commands(self) -> list[str]:
+        return [invocation.get("command", "") for invocation in self.manifest.get("invocations", [])]
+
+
+@dataclass
+class Cell:
+    """One (run, model, task, language) cell."""
+
+    run: Run
+    slug: str
+    summary: dict[str, Any]
+    folder: Path
+    copies: list[Path] = field(default_factory=list)  # other folders holding the same cell
+    conflict: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.summary.get("config_hash") or self.run.run_id, self.slug, self.task, self.language)
+
+    @property
+    def recorded_title(self) -> str:
+        """The title as the run recorded it (and the cost report names the model)."""
+        return str(self.summary.get("model_title") or self.summary["model"])
+
+    @property
+    def title(self) -> str:
+        """The model's name; a local checkpoint folder is named by its last part, not its full path."""
+        title = self.recorded_title
+        return Path(title).name if title.startswith(("/", "./", "~")) else title
+
+    @property
+    def task(self) -> str:
+        return str(self.summary["task"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.summary.get("task_kind", ""))
+
+    @property
+    def language(self) -> str:
+        return str(self.summary["language"])
+
+    @property
+    def language_group(self) -> str:
+        """One key for a language however a task spells it (hau, hau_Latn, ha → 'ha')."""
+        return language_group(self.language)
+
+    @property
+    def metric(self) -> str | None:
+        """The headline (first) metric."""
+        return next(iter(self.summary.get("metrics") or {}), None)
+
+    @cached_property
+    def samples(self) -> list[dict[str, Any]]:
+        return _read_samples(self.folder / SAMPLES, repair=False)
+
+    @cached_property
+    def cost(self) -> dict[str, Any] | None:
+        """This cell's own cost block in US$ (None for counting tokens, which is not inference)."""
+        if self.kind == TAX or not self.samples:
+            return None
+        return price(usage(self.samples), self.run.costs.settings)
+
+
+def language_group(code: str) -> str:
+    try:
+        return language_key(code)[0]
+    except (LookupError, ValueError):
+        return code
+
+
+def quality(metric: str | None, score: Mapping[str, Any] | None) -> float | None:
+    """A higher-is-better score on a 0-100 scale (accuracy in %, chrF++ and BLEU as they are); None otherwise."""
+    if metric is None or not score or score.get("value") is None or METRICS[metric].higher_is_better is not True:
+        return None
+    return float(score["value"]) * (100 if metric in PERCENT else 1)
+
+
+def format_score(metric: str | None, score: Mapping[str, Any] | None) -> str:
+    """'42% [30%–55%]', '31.2 [28.0–34.1]' or '1.52×'."""
+    if metric is None or not score or score.get("value") is None:
+        return "–"
+    value, low, high = score["value"], score.get("ci_low"), score.get("ci_high")
+    if metric in PERCENT:
+        text, interval = f"{value:.0%}", (f" [{low:.0%}–{high:.0%}]" if low is not None and high is not None else "")
+        return text + interval
+    digits = 1 if metric in ("chrf_pp", "bleu") else 2
+    suffix = "×" if metric == "token_premium" else ""
+    interval = f" [{low:.{digits}f}–{high:.{digits}f}]" if low is not None and high is not None and low != high else ""
+    return f"{value:.{digits}f}{suffix}{interval}"
+
+
+def size_label(parameters: int | None) -> str:
+    if not parameters:
+        return "?"
+    if parameters >= 1e9:
+        return f"{parameters / 1e9:.1f}B"
+    return f"{parameters / 1e6:.0f}M" if parameters >= 1e6 else f"{parameters / 1e3:.0f}K"
+
+
+@dataclass
+class Collection:
+    """Every distinct cell of the results folders given, with the runs they came from."""
+
+    runs: list[Run]
+    cells: list[Cell]
+    duplicates: int  # identical cells met more than once and kept once
+    conflicts: list[str]  # one line per cell whose copies disagree
+
+    def language_cost(self, cell: Cell) -> dict[str, Any] | None:
+        """The model's per-language figures (tokens per word, US$ per 1,000 words) from its run's cost report."""
+        for row in cell.run.costs.languages:
+            if row["model"] == cell.recorded_title and row["language"] == cell.language:
+                return row["language_figures"]
+        return None
+
+    def model_cost(self, cell: Cell) -> dict[str, Any] | None:
+        """The model's inference cost over its run, with the same tokens on paid APIs."""
+        return next((row for row in cell.run.costs.models if row["model"] == cell.recorded_title), None)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per cell: what the leaderboard table, the CSV and the Parquet file show."""
+        return [self.row(cell) for cell in self.cells]
+
+    def row(self, cell: Cell) -> dict[str, Any]:
+        info = cell.summary.get("model_info") or {}
+        metric = cell.metric
+        score = (cell.summary.get("metrics") or {}).get(metric or "") or {}
+        cost = cell.cost or {}
+        tokens = sum((cost.get("tokens") or {}).values()) if cost else 0
+        throughput = cost.get("throughput") or {}
+        rate_key = "decode_tokens_per_second" if cell.kind == "generate" else "prefill_tokens_per_second"
+        figures = self.language_cost(cell) or {}
+        memory = cost.get("memory") or {}
+        peak_mb = max((value for value in (memory.get("peak_rss_mb"), memory.get("peak_vram_mb")) if value is not None), default=None)
+        return {
+            "model": cell.title,
+            "model_slug": cell.slug,
+            "model_ref": cell.summary.get("model"),
+            "parameters": info.get("parameters"),
+            "size": size_label(info.get("parameters")),
+            "quantisation": info.get("quantization") or info.get("dtype") or "?",
+            "dtype": info.get("dtype"),
+            "device": info.get("device"),
+            "hardware": cell.run.hardware,
+            "hardware_profile": cell.run.costs.settings.hardware.name,
+            "country": cell.run.costs.settings.country.iso3,
+            "run_id": cell.run.run_id,
+            "config_hash": cell.key[0],
+            "task": cell.task,
+            "task_kind": cell.kind,
+            "language": cell.language,
+            "language_name": display_name(cell.language),
+            "language_group": cell.language_group,
+            "metric": metric,
+            "higher_is_better": METRICS[metric].higher_is_better if metric else None,
+            "score": score.get("value"),
+            "ci_low": score.get("ci_low"),
+            "ci_high": score.get("ci_high"),
+            "score_text": format_score(metric, score),
+            "quality": quality(metric, score),
+            "n_samples": cell.summary.get("n_samples"),
+            "tokens_per_second": (throughput.get(rate_key) or {}).get("overall"),
+            "usd_per_1m_tokens": cost["total"]["total"] / tokens * 1e6 if tokens else None,
+            "usd_per_1000_words": figures.get("per_1000_words"),
+            "tokens_per_word": figures.get("tokens_per_word"),
+            "gco2e_per_1m_tokens": cost.get("gco2e_per_1m_tokens"),
+            "energy_method": (cost.get("energy") or {}).get("method"),
+            "peak_memory_gb": peak_mb / 1024 if peak_mb is not None else None,
+            "conflict": cell.conflict,
+            "results_folder": str(cell.folder),
+        }
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows())
+
+
+def _scores(summary: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: (metric.get("value"), metric.get("ci_low"), metric.get("ci_high"), metric.get("n")) for name, metric in (summary.get("metrics") or {}).items()}
+
+
+def collect(paths: Sequence[Path | str]) -> Collection:
+    """Read every run below each path (a run folder or a folder of runs) and merge their cells."""
+    if not paths:
+        raise UserError("no results folders given; pass one or more folders written by `accessbench run`")
+    runs: list[Run] = []
+    cells: dict[tuple[str, str, str, str], Cell] = {}
+    duplicates, conflicts = 0, []
+    for path in paths:
+        found = list(_run_dirs(Path(path)))
+        if not found:
+            raise UserError(f"no runs in {path}; pass a folder written by `accessbench run` (it holds {MANIFEST})")
+        for run_dir in found:
+            manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+            run = Run(run_dir, manifest, run_costs(run_dir, {"currency": "USD"})[0])
+            runs.append(run)
+            for summary_file in sorted(run_dir.glob(f"*/*/*/{SUMMARY}")):
+                summary = json.loads(summary_file.read_text(encoding="utf-8"))
+                cell = Cell(run, summary_file.parent.parent.parent.name, summary, summary_file.parent)
+                known = cells.get(cell.key)
+                if known is None:
+                    cells[cell.key] = cell
+                    continue
+                known.copies.append(cell.folder)
+                if _scores(known.summary) == _scores(summary):
+                    duplicates += 1
+                else:
+                    known.conflict = f"{cell.folder} has other scores for the same config than {known.folder}"
+                    conflicts.append(f"{cell.title} · {cell.task} · {cell.language}: {known.conflict}; the first is shown")
+    return Collection(runs, list(cells.values()), duplicates, conflicts)
+
