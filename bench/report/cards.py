@@ -58,7 +58,7 @@ class Verdicts(BaseModel):
         level = next((level for level in self.levels_for(task) if score >= level.min), self.levels_for(task)[-1])
         text = level.verdict.format(purpose=self.purpose(task))
         if items < self.min_items:
-            text += f" — uncertain: only {items} items were tested (at least {self.min_items} are needed to be sure)"
+            text += f" — uncertain: only {items} {'item was' if items == 1 else 'items were'} tested (at least {self.min_items} are needed to be sure)"
         return level.label, text
 
 
