@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -214,8 +215,13 @@ def _resolve_hub(ref: str, hub_id: str) -> ModelSource:
     return ModelSource(ref=ref, kind="hub", location=hub_id, revision=revision)
 
 
+@lru_cache(maxsize=64)
 def resolve(ref: str, revision: str | None = None) -> ModelSource:
-    """Resolve a model reference to a ModelSource, or raise a one-line UserError saying how to get it."""
+    """Resolve a model reference to a ModelSource, or raise a one-line UserError saying how to get it.
+
+    Memoised: planning, backend choice and loading all ask, and a packaged model's locator may
+    hash hundreds of megabytes (Gemma's assemble() checks its SHA-256 each call).
+    """
     ref = ref.strip()
     if ref.startswith("pypi:"):
         return _resolve_packaged(ref, ref.removeprefix("pypi:"))
