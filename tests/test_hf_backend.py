@@ -11,7 +11,7 @@ import torch
 from bench.config import ModelConfig
 from bench.errors import UserError
 from bench.models.base import GenerationParams, GenerationRequest, LoglikelihoodRequest
-from bench.models.base import truncate_at_stop
+from bench.models.base import split_pair, truncate_at_stop
 from bench.models.hf import HFBackend
 
 CONTEXTS = [
@@ -42,7 +42,7 @@ def plain_forward_logprob(backend: HFBackend, context_ids: list[int], continuati
 def test_loglikelihood_equals_a_plain_forward_pass_in_padded_batches(backend: HFBackend) -> None:
     results = backend.loglikelihood([LoglikelihoodRequest(c, x) for c, x in CONTEXTS])
     for (context, continuation), result in zip(CONTEXTS, results):
-        context_ids, continuation_ids = backend._encode_pair(context, continuation)
+        context_ids, continuation_ids = split_pair(backend._encode, backend.prefix_token_id, context, continuation)
         expected, greedy = plain_forward_logprob(backend, context_ids, continuation_ids)
         assert result.logprob == pytest.approx(expected, abs=1e-4)
         assert result.is_greedy == greedy
@@ -58,8 +58,47 @@ def test_batch_size_does_not_change_scores(tiny_model_dir: Path, backend: HFBack
         assert one.logprob == pytest.approx(many.logprob, abs=1e-4)
 
 
+SHARED = [  # the choices of three multiple-choice items and one lone request
+    ("Topics: science, travel, politics.\nText: A fog bank rolls in from the ocean to cover a city.\nTopic:", " science"),
+    ("Topics: science, travel, politics.\nText: A fog bank rolls in from the ocean to cover a city.\nTopic:", " travel and tourism"),
+    ("Topics: science, travel, politics.\nText: A fog bank rolls in from the ocean to cover a city.\nTopic:", " politics of the day, at length"),
+    ("Swali: 2 + 2 ni ngapi?\nJibu:", " 4"),
+    ("Swali: 2 + 2 ni ngapi?\nJibu:", " nne"),
+    ("A lone context", " with its only continuation"),
+    ("Q:", " a"),  # one-token choices: their context's last logits score them all
+    ("Q:", " b"),
+]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_model_dir", "tiny_gemma3_dir"])
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_choices_sharing_a_context_score_as_plain_forward_passes(fixture: str, batch_size: int, request: pytest.FixtureRequest) -> None:
+    shared = HFBackend(ModelConfig(ref=str(request.getfixturevalue(fixture)), device="cpu"), batch_size=batch_size)
+    results = shared.loglikelihood([LoglikelihoodRequest(c, x) for c, x in SHARED])
+    for (context, continuation), result in zip(SHARED, results):
+        context_ids, continuation_ids = split_pair(shared._encode, shared.prefix_token_id, context, continuation)
+        expected, greedy = plain_forward_logprob(shared, context_ids, continuation_ids)
+        assert result.logprob == pytest.approx(expected, abs=1e-4)
+        assert result.is_greedy == greedy
+        assert result.input_tokens == len(context_ids) + len(continuation_ids) - 1
+
+
+def test_a_shared_context_runs_once(backend: HFBackend) -> None:
+    """The three choices of the first item cost one context, not three."""
+    seen: list[int] = []
+    hook = backend.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"].numel()), with_kwargs=True)
+    try:
+        backend.loglikelihood([LoglikelihoodRequest(c, x) for c, x in SHARED[:3]])
+    finally:
+        hook.remove()
+    context_ids, _ = split_pair(backend._encode, backend.prefix_token_id, *SHARED[0])
+    assert len(seen) == 2  # the context batch, then the continuations on its cache
+    assert seen[0] == len(context_ids)
+    assert sum(seen) < 2 * len(context_ids)
+
+
 def test_trailing_space_of_context_moves_to_the_continuation(backend: HFBackend) -> None:
-    context_ids, continuation_ids = backend._encode_pair("Benny saw a shark ", "with")
+    context_ids, continuation_ids = split_pair(backend._encode, backend.prefix_token_id, "Benny saw a shark ", "with")
     assert backend.tokenizer.decode(continuation_ids).startswith(" ")
     assert backend.tokenizer.decode(context_ids + continuation_ids) == "Benny saw a shark with"
 

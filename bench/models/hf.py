@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib.util
 import inspect
@@ -37,7 +38,7 @@ R = TypeVar("R")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CPU_AUTO_BATCH = 8  # CPU throughput stops improving past small batches; padding then only costs
 GPU_AUTO_BATCH = 64  # start here on a GPU and halve on out-of-memory
-LOGITS_BUDGET_BYTES = 512 * 2**20  # cap on the float32 logits one batch may materialise
+SCORING_BUDGET_BYTES = 512 * 2**20  # cap on the float32 logits (and copied KV cache) one scoring batch may materialise
 DEFAULT_MAX_LENGTH = 8192
 
 transformers.logging.set_verbosity_error()  # the run's own progress bar is the one to watch
@@ -138,6 +139,8 @@ class HFBackend:
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.use_chat_template = self._chat_template_enabled(spec.chat_template)
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self._shares_contexts = _returns_cache(self.model, self.input_device)
+        self._kv_bytes_per_token = _kv_bytes_per_token(self.model.config, DTYPES[self.dtype_name])
         self.time_first_token = True  # the cost meter's hook in generate(); benchmarks/meter_overhead.py turns it off to price it
         self.info = ModelInfo(
             ref=spec.ref,
@@ -200,13 +203,13 @@ class HFBackend:
     def _batched(self, items: Sequence[T], run: Callable[[list[T]], list[R]], cost: Callable[[list[T]], int]) -> list[R]:
         """Run ``items`` (already sorted, longest first) in batches; halve the batch size on out-of-memory.
 
-        ``cost`` gives the bytes of logits a candidate batch would materialise, capped by LOGITS_BUDGET_BYTES.
+        ``cost`` gives the bytes a candidate batch would materialise, capped by SCORING_BUDGET_BYTES.
         """
         results: list[R] = []
         start = 0
         while start < len(items):
             size = 1
-            while size < self.batch_size and start + size < len(items) and cost(list(items[start : start + size + 1])) <= LOGITS_BUDGET_BYTES:
+            while size < self.batch_size and start + size < len(items) and cost(list(items[start : start + size + 1])) <= SCORING_BUDGET_BYTES:
                 size += 1
             batch = list(items[start : start + size])
             try:
@@ -232,33 +235,72 @@ class HFBackend:
             mask[row, width - len(sequence) :] = 1
         return ids, mask
 
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, keep: int | None = None, **kwargs: Any) -> Any:
+        """One forward pass; with ``keep``, only the last ``keep`` positions' logits are computed."""
+        if keep is not None and self._keeps_logits:
+            kwargs["logits_to_keep"] = keep
+        return self.model(
+            input_ids=ids.to(self.input_device),
+            attention_mask=mask.to(self.input_device),
+            position_ids=positions.to(self.input_device),
+            **kwargs,
+        )
+
     def _score_batch(self, batch: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """For each (inputs, targets): the last len(targets) positions of inputs predict targets.
 
-        Returns the summed log-probability of the targets and whether each was the argmax.
         Sequences are left-padded so that every target sits at the end and only the needed
         positions' logits are computed.
         """
         keep = max(len(targets) for _, targets in batch)
         ids, mask = self._left_pad([inputs for inputs, _ in batch])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        kwargs = {"logits_to_keep": keep} if self._keeps_logits else {}
+        targets, valid = self._pad_targets([targets for _, targets in batch], left=True)
         with torch.inference_mode():
-            logits = self.model(
-                input_ids=ids.to(self.input_device),
-                attention_mask=mask.to(self.input_device),
-                position_ids=positions.to(self.input_device),
-                **kwargs,
-            ).logits[:, -keep:, :].float()
-            log_norm = torch.logsumexp(logits, dim=-1)
-            greedy = logits.argmax(dim=-1)
-        results = []
-        for row, (_, targets) in enumerate(batch):
-            target = torch.tensor(targets, dtype=torch.long, device=logits.device)
-            span = slice(keep - len(targets), keep)
-            token_logprobs = logits[row, span].gather(-1, target[:, None]).squeeze(-1) - log_norm[row, span]
-            results.append((float(token_logprobs.sum()), bool((greedy[row, span] == target).all())))
-        return results
+            logits = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), keep, use_cache=False).logits[:, -keep:, :]
+            return _target_logprobs(logits, targets.to(logits.device), valid.to(logits.device))
+
+    def _score_shared_batch(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[tuple[float, bool]]:
+        """Score several continuations of each context, running every context once.
+
+        The contexts run as one left-padded batch that keeps its KV cache and the logits of its
+        last position, which predict every continuation's first token. Continuations of more than
+        one token then run as one right-padded batch on a copy of their context's cache rows.
+        Results come continuation by continuation, group by group.
+        """
+        ids, mask = self._left_pad([context for context, _ in groups])
+        continuations = [continuation for _, members in groups for continuation in members]
+        owner = torch.tensor([row for row, (_, members) in enumerate(groups) for _ in members], dtype=torch.long)
+        longer = [index for index, continuation in enumerate(continuations) if len(continuation) > 1]
+        with torch.inference_mode():
+            output = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), keep=1, use_cache=bool(longer))
+            last = output.logits[:, -1:, :].index_select(0, owner.to(output.logits.device))
+            firsts = torch.tensor([[continuation[0]] for continuation in continuations], device=last.device)
+            scores = _target_logprobs(last, firsts, torch.ones_like(firsts, dtype=torch.bool))
+            if not longer:
+                return scores
+            rows = owner[longer]
+            output.past_key_values.reorder_cache(rows)
+            targets, valid = self._pad_targets([continuations[index][1:] for index in longer], left=False)
+            inputs, _ = self._pad_targets([continuations[index][:-1] for index in longer], left=False)
+            row_mask = torch.cat([mask.index_select(0, rows), valid.long()], dim=1)
+            positions = mask.sum(-1).index_select(0, rows)[:, None] + torch.arange(inputs.shape[1])
+            logits = self._forward(inputs, row_mask, positions, past_key_values=output.past_key_values, use_cache=True).logits
+            rest = _target_logprobs(logits, targets.to(logits.device), valid.to(logits.device))
+        for index, (logprob, greedy) in zip(longer, rest):
+            scores[index] = (scores[index][0] + logprob, scores[index][1] and greedy)
+        return scores
+
+    @staticmethod
+    def _pad_targets(sequences: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids padded with 0 to the longest (on the left or right) and a mask of the real ones."""
+        width = max(len(sequence) for sequence in sequences)
+        targets = torch.zeros((len(sequences), width), dtype=torch.long)
+        valid = torch.zeros((len(sequences), width), dtype=torch.bool)
+        for row, sequence in enumerate(sequences):
+            span = slice(width - len(sequence), width) if left else slice(0, len(sequence))
+            targets[row, span] = torch.tensor(sequence, dtype=torch.long)
+            valid[row, span] = True
+        return targets, valid
 
     def _score_all(self, items: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         order = sorted(range(len(items)), key=lambda i: -len(items[i][0]))
@@ -272,12 +314,28 @@ class HFBackend:
             results[index] = result
         return results
 
+    def _score_shared(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[list[tuple[float, bool]]]:
+        """Scores of every continuation of every (context, continuations) group, in the groups' order."""
+        order = sorted(range(len(groups)), key=lambda i: -len(groups[i][0]))
+
+        def cost(batch: list[int]) -> int:
+            rows = sum(len(groups[i][1]) for i in batch)
+            width = max(len(c) for i in batch for c in groups[i][1])
+            context = max(len(groups[i][0]) for i in batch)
+            return rows * (width * self.vocab_size * 4 + (context + width) * self._kv_bytes_per_token)
+
+        def run(batch: list[int]) -> list[list[tuple[float, bool]]]:
+            flat = iter(self._score_shared_batch([groups[i] for i in batch]))
+            return [[next(flat) for _ in groups[i][1]] for i in batch]
+
+        results: list[list[tuple[float, bool]]] = [[] for _ in groups]
+        for index, result in zip(order, self._batched(order, run, cost)):
+            results[index] = result
+        return results
+
     # ---------------------------------------------------------------- tokenisation
     def _encode(self, text: str, special: bool) -> list[int]:
         return self.tokenizer(text, add_special_tokens=special)["input_ids"]
-
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        return split_pair(self._encode, self.prefix_token_id, context, continuation)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
@@ -286,18 +344,39 @@ class HFBackend:
 
     # ---------------------------------------------------------------- the protocol
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
-        items, sizes = [], []
+        """Requests that share a context (the choices of a multiple-choice item) run that context once."""
+        encode = functools.lru_cache(maxsize=None)(self._encode)  # a shared context is tokenised once
+        pairs = []
         for request in requests:
-            context_ids, continuation_ids = self._encode_pair(request.context, request.continuation)
+            context_ids, continuation_ids = split_pair(encode, self.prefix_token_id, request.context, request.continuation)
             if not continuation_ids:
                 raise UserError(f"an empty continuation cannot be scored (context: {request.context[:60]!r})")
+            pairs.append((context_ids, continuation_ids))
+        sharing: dict[tuple[int, ...], list[int]] = {}
+        for index, (context_ids, continuation_ids) in enumerate(pairs):
+            if len(context_ids) + len(continuation_ids) - 1 <= self.max_length:
+                sharing.setdefault(tuple(context_ids), []).append(index)
+        groups = [members for members in sharing.values() if len(members) > 1] if self._shares_contexts else []
+        scores: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
+        for members, scored in zip(groups, self._score_shared([(pairs[m[0]][0], [pairs[i][1] for i in m]) for m in groups])):
+            for index, result in zip(members, scored):
+                scores[index] = result
+        shared = {index for members in groups for index in members}
+        alone = [index for index in range(len(pairs)) if index not in shared]
+        items = []
+        for index in alone:  # truncated on the left to max_length inputs
+            context_ids, continuation_ids = pairs[index]
             sequence = (context_ids + continuation_ids)[-(self.max_length + 1) :]
             items.append((sequence[:-1], continuation_ids[-(len(sequence) - 1) :]))
-            sizes.append(len(sequence) - 1)
-        scored = self._score_all(items)
+        for index, result in zip(alone, self._score_all(items)):
+            scores[index] = result
         return [
-            LoglikelihoodResult(logprob=lp, is_greedy=greedy, input_tokens=size, continuation_tokens=len(item[1]))
-            for (lp, greedy), size, item in zip(scored, sizes, items)
+            LoglikelihoodResult(
+                logprob=logprob, is_greedy=greedy,
+                input_tokens=min(len(context_ids) + len(continuation_ids) - 1, self.max_length),
+                continuation_tokens=min(len(continuation_ids), self.max_length),
+            )
+            for (logprob, greedy), (context_ids, continuation_ids) in zip(scores, pairs)
         ]
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[RollingResult]:
@@ -396,6 +475,37 @@ class HFBackend:
             for index, result in zip(members, produced):
                 results[index] = result
         return [result for result in results if result is not None]
+
+
+def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> list[tuple[float, bool]]:
+    """Per row: the summed log-probability of the valid targets and whether each was the argmax.
+
+    ``logits`` is (rows, positions, vocab); position j predicts ``targets[:, j]``.
+    """
+    logits = logits.float()
+    picked = logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    sums = torch.where(valid, picked, torch.zeros_like(picked)).sum(-1)
+    greedy = ((logits.argmax(dim=-1) == targets) | ~valid).all(-1)
+    return list(zip(sums.tolist(), greedy.tolist()))
+
+
+def _returns_cache(model: Any, device: torch.device) -> bool:
+    """Whether the model keeps a transformers Cache object that can be reordered (every built-in decoder does)."""
+    from transformers.cache_utils import Cache
+
+    probe = torch.tensor([[0]], device=device)
+    with torch.inference_mode():
+        cache = model(input_ids=probe, use_cache=True).past_key_values
+    return isinstance(cache, Cache)
+
+
+def _kv_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
+    """Bytes of key/value cache one token of one sequence takes."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = getattr(text, "num_attention_heads", 1) or 1
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or getattr(text, "hidden_size", 0) // heads
+    return 2 * getattr(text, "num_hidden_layers", 1) * kv_heads * head_dim * torch.finfo(dtype).bits // 8
 
 
 class FirstTokenClock:
