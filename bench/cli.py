@@ -252,7 +252,7 @@ def calibrate(
     prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="prefill length (llama-bench pp512)", min=1)] = 512,
     gen_tokens: Annotated[int, typer.Option("--gen-tokens", help="tokens generated (llama-bench tg128)", min=2)] = 128,
     repetitions: Annotated[int, typer.Option(help="timed repetitions after one warm-up", min=1)] = 3,
-    bandwidth_gbs: Annotated[float | None, typer.Option("--bandwidth-gbs", help="memory bandwidth in GB/s, for the share of the bandwidth bound")] = None,
+    bandwidth_gbs: Annotated[float | None, typer.Option("--bandwidth-gbs", help="memory bandwidth in GB/s, for the share of the bandwidth bound (default: measured here)")] = None,
     hardware: Annotated[str | None, typer.Option(help="hardware profile whose memory_bandwidth_gbs to use")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
@@ -260,7 +260,7 @@ def calibrate(
     """Prefill and decode throughput at batch 1 and batch N, with warm-up and repetitions."""
     from bench.config import ModelConfig
     from bench.cost.calibrate import calibrate as measure
-    from bench.cost.calibrate import calibration_table
+    from bench.cost.calibrate import calibration_table, measure_read_bandwidth_gbs
     from bench.cost.profiles import load_hardware
     from bench.models.hf import HFBackend
 
@@ -275,6 +275,8 @@ def calibrate(
     except ValidationError as error:
         raise UserError(describe_validation_error(error, "command line", ModelConfig).splitlines()[0]) from None
     backend = HFBackend(spec, batch_size=batch)
+    if bandwidth_gbs is None:
+        bandwidth_gbs = round(measure_read_bandwidth_gbs(str(backend.input_device)), 1)
     rows = measure(backend, sorted({1, batch}), prompt_tokens, gen_tokens, repetitions, bandwidth_gbs)
     console.print(calibration_table(backend.info, rows, bandwidth_gbs))
 

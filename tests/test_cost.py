@@ -294,6 +294,12 @@ def test_calibrate_measures_prefill_and_decode(tiny_model_dir: Path) -> None:
         calibrate(backend, [1], prompt_tokens=10_000)
 
 
+def test_read_bandwidth_is_measured_in_a_plausible_range() -> None:
+    from bench.cost.calibrate import measure_read_bandwidth_gbs
+
+    assert 0.5 < measure_read_bandwidth_gbs(size_bytes=256 * 2**20, repetitions=2) < 5000  # GB/s: any CPU or GPU of this century
+
+
 @pytest.mark.integration
 def test_a_real_smollm2_run_is_metered(smollm2_ref: str, tmp_path: Path) -> None:
     config = parse_config(

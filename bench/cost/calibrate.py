@@ -35,6 +35,23 @@ class Measurement:
     share_of_bound: float | None = None
 
 
+def measure_read_bandwidth_gbs(device: str = "cpu", size_bytes: int = 2**30, repetitions: int = 5) -> float:
+    """Memory read bandwidth in GB/s: the fastest of ``repetitions`` sums over a buffer far larger than any cache.
+
+    Summing streams every byte once, as a decode step streams every weight; other processes
+    only ever slow a repetition down, so the fastest is the machine's figure.
+    """
+    buffer = torch.ones(size_bytes // 4, dtype=torch.float32, device=device)
+    timings = []
+    for _ in range(repetitions + 1):  # the first touches the pages
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        buffer.sum().item()
+        timings.append(time.perf_counter() - started)
+    return size_bytes / min(timings[1:]) / 1e9
+
+
 def weight_bytes(model: Any) -> int:
     return int(sum(parameter.numel() * parameter.element_size() for parameter in model.parameters()))
 
@@ -101,7 +118,7 @@ def calibrate(
 
 
 def calibration_table(info: ModelInfo, rows: list[Measurement], bandwidth_gbs: float | None) -> Table:
-    bound_note = f"bandwidth bound at {bandwidth_gbs:g} GB/s: batch × bandwidth ÷ weight bytes" if bandwidth_gbs else "no memory bandwidth given (--bandwidth-gbs or --hardware): no bound shown"
+    bound_note = f"bandwidth bound at {bandwidth_gbs:g} GB/s: batch × bandwidth ÷ weight bytes" if bandwidth_gbs else "no memory bandwidth: no bound shown"
     table = Table(
         title=f"Throughput of {info.ref} ({info.parameters / 1e6:,.0f}M parameters, {info.dtype}, {info.device})",
         caption=f"median ± half the range over repetitions; pp = prefill, tg = decode (excludes the first token)\n{bound_note}",
