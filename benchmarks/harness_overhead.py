@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's bench, whatever is installed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's bench, not an installed one
 
 from bench.config import ModelConfig, RunConfig, parse_config  # noqa: E402
 from bench.models.base import Backend  # noqa: E402

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
-from bench.config import GenerationConfig, ModelConfig
-from bench.cost.calibrate import measure_read_bandwidth_gbs, weight_bytes
-from bench.evaluation import evaluate_docs, generation_params
-from bench.models.base import GenerationParams, GenerationRequest
-from bench.models.registry import load_backend
-from bench.tasks import get_task, load_docs
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's bench, not an installed one
+
+from bench.config import GenerationConfig, ModelConfig  # noqa: E402
+from bench.cost.calibrate import measure_read_bandwidth_gbs, weight_bytes  # noqa: E402
+from bench.evaluation import evaluate_docs, generation_params  # noqa: E402
+from bench.models.base import GenerationParams, GenerationRequest  # noqa: E402
+from bench.models.registry import load_backend  # noqa: E402
+from bench.tasks import get_task, load_docs  # noqa: E402
 
 PROMPT = "Write a short story about a fog bank that rolls in from the ocean to cover a city."
 
