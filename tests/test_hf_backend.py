@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -83,11 +84,20 @@ def test_choices_sharing_a_context_score_as_plain_forward_passes(fixture: str, b
         assert result.input_tokens == len(context_ids) + len(continuation_ids) - 1
 
 
-def test_length_bands_keep_padding_small() -> None:
+def test_length_bands_trade_padding_against_passes() -> None:
     lengths = [12, 10, 8, 7, 5, 4, 1]
-    bands = length_bands(lengths, ratio=2 / 3)
-    assert [lengths[band] for band in bands] == [[12, 10, 8], [7, 5], [4], [1]]
-    assert length_bands([]) == [] and length_bands([3, 3]) == [slice(0, 2)]
+    assert length_bands(lengths, pass_cost=0) == [slice(i, i + 1) for i in range(7)]  # free passes: no padding
+    assert length_bands(lengths, pass_cost=1000) == [slice(0, 7)]  # costly passes: one band
+
+    def cost(bands: list[slice]) -> int:
+        return sum(len(lengths[band]) * lengths[band][0] + 6 for band in bands)
+
+    every_cut_set = itertools.product([False, True], repeat=len(lengths) - 1)
+    cheapest = min(cost([slice(a, b) for a, b in itertools.pairwise([0, *[i + 1 for i, cut in enumerate(cuts) if cut], len(lengths)])]) for cuts in every_cut_set)
+    bands = length_bands(lengths, pass_cost=6)
+    assert cost(bands) == cheapest == 73  # [12, 10] [8, 7] [5, 4, 1]
+    assert [i for band in bands for i in range(band.start, band.stop)] == list(range(len(lengths)))
+    assert length_bands([], pass_cost=6) == []
 
 
 def test_a_shared_context_runs_once(backend: HFBackend) -> None:

@@ -7,6 +7,7 @@ import functools
 import gc
 import importlib.util
 import inspect
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,7 +42,10 @@ CPU_AUTO_BATCH = 8  # CPU throughput stops improving past small batches; padding
 GPU_AUTO_BATCH = 64  # start here on a GPU and halve on out-of-memory
 SCORING_BUDGET_BYTES = 512 * 2**20  # cap on the float32 logits (and copied KV cache) one scoring batch may materialise
 DEFAULT_MAX_LENGTH = 8192
-BAND_RATIO = 2 / 3  # continuations batched together are at least this fraction of the longest one's length
+# The fixed cost of a forward pass in tokens' worth of work (every weight is read once per pass):
+# on a 2-core CPU a pass costs ~90 ms and a token ~1.7 ms (SmolLM2, float32); a GPU pass costs as
+# much as hundreds of tokens. It decides when a band of continuations is worth its own pass.
+PASS_COST_TOKENS = {"cpu": 48, "cuda": 512}
 
 transformers.logging.set_verbosity_error()  # the run's own progress bar is the one to watch
 transformers.utils.logging.disable_progress_bar()
@@ -267,7 +271,7 @@ class HFBackend:
         The contexts run as one left-padded batch that keeps its KV cache and the logits of its
         last position, which predict every continuation's first token. Continuations of more than
         one token then run on copies of their context's cache rows, right-padded, in bands of
-        similar length (so that padding stays small). Results come continuation by continuation,
+        similar length that trade padding against the number of passes. Results come continuation by continuation,
         group by group.
         """
         ids, mask = self._left_pad([context for context, _ in groups])
@@ -279,7 +283,7 @@ class HFBackend:
             last = output.logits[:, -1:, :].index_select(0, owner.to(output.logits.device))
             firsts = torch.tensor([[continuation[0]] for continuation in continuations], device=last.device)
             scores = _target_logprobs(last, firsts, torch.ones_like(firsts, dtype=torch.bool))
-            bands = length_bands([len(continuations[i]) - 1 for i in longer])
+            bands = length_bands([len(continuations[i]) - 1 for i in longer], PASS_COST_TOKENS.get(self.input_device.type, 48))
             for number, band in enumerate(bands):
                 members = longer[band]
                 cache = output.past_key_values if number == len(bands) - 1 else copy.deepcopy(output.past_key_values)
@@ -323,7 +327,7 @@ class HFBackend:
         order = sorted(range(len(groups)), key=lambda i: -len(groups[i][0]))
 
         def cost(batch: list[int]) -> int:
-            """Logits of every continuation token (banding pads by at most 1.5×) plus the copied cache rows."""
+            """Logits of every continuation token (with up to 50 % padding from banding) plus the copied cache rows."""
             continuations = [continuation for i in batch for continuation in groups[i][1]]
             tokens = sum(len(continuation) for continuation in continuations)
             context = max(len(groups[i][0]) for i in batch) + max(len(continuation) for continuation in continuations)
@@ -482,14 +486,24 @@ class HFBackend:
         return [result for result in results if result is not None]
 
 
-def length_bands(lengths: Sequence[int], ratio: float = BAND_RATIO) -> list[slice]:
-    """Cut lengths sorted longest first into runs whose shortest is at least ``ratio`` × their longest."""
-    bands, start = [], 0
-    for index in range(1, len(lengths) + 1):
-        if index == len(lengths) or lengths[index] < ratio * lengths[start]:
-            bands.append(slice(start, index))
-            start = index
-    return bands
+def length_bands(lengths: Sequence[int], pass_cost: int) -> list[slice]:
+    """Cut lengths sorted longest first into bands that cost least to run, one forward pass per band.
+
+    A band costs its rows × its longest length (padding included) plus ``pass_cost``, the fixed
+    cost of a forward pass in tokens' worth of work. Exact, by dynamic programming over the cuts.
+    """
+    best = [0] + [math.inf] * len(lengths)
+    start_of = [0] * (len(lengths) + 1)
+    for end in range(1, len(lengths) + 1):
+        for start in range(end):
+            cost = best[start] + (end - start) * lengths[start] + pass_cost
+            if cost < best[end]:
+                best[end], start_of[end] = cost, start
+    bands, end = [], len(lengths)
+    while end:
+        bands.append(slice(start_of[end], end))
+        end = start_of[end]
+    return bands[::-1]
 
 
 def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> list[tuple[float, bool]]:
