@@ -8,8 +8,8 @@ choice) with SmolLM2-135M-Instruct: the same dequantised transformers folder (ac
 conversion, done before timing), float32 on the CPU, batch size B, no chat template, the same threads.
 ``--items`` rows of each mirror file (a seeded sample) are copied to a temporary mirror that both read;
 lm-eval gets task YAMLs generated from our task specs (a Jinja ``doc_to_text`` for our ``prompt``).
-lm-eval 0.4.13 runs from its own venv, ``.venvs/lm-eval`` (created on first use with this
-interpreter's torch and transformers versions) unless ``--lm-eval-python`` names one.
+lm-eval 0.4.13 runs from its own venv, ``.venvs/lm-eval`` (created on first use; it imports this
+interpreter's torch and transformers, the same files) unless ``--lm-eval-python`` names one.
 
 Each harness runs once as a subprocess, lm-eval first; the ratio compares items/s over process wall
 time (target: accessbench ≥ 2× lm-eval). Accuracy is compared over all items pooled (target: within
@@ -25,6 +25,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass
@@ -101,19 +102,31 @@ class Outcome:
 
 
 def lm_eval_python(venv: Path) -> Path:
-    """A venv with lm-eval and this interpreter's torch and transformers (same kernels), created on first use."""
-    versions = [LM_EVAL_VERSION, importlib.metadata.version("torch"), importlib.metadata.version("transformers")]
+    """A venv with lm-eval that imports this interpreter's own torch, transformers and accelerate, made on first use.
+
+    lm-eval and its other dependencies go into the venv, pinned to the versions installed here
+    wherever both have a package; a ``.pth`` file then puts this interpreter's site-packages after
+    the venv's own. So both harnesses run the very same torch and transformers files, and the venv
+    needs no second copy of torch (about 5 GB with its CUDA libraries).
+    """
+    import torch
+
     python = venv / "bin" / "python"
-    probe = "import importlib.metadata as m; print(*(m.version(p) for p in ('lm_eval', 'torch', 'transformers')))"
-    if python.exists() and subprocess.run([python, "-c", probe], capture_output=True, text=True).stdout.split() == versions:
+    expected = f"{LM_EVAL_VERSION} {Path(torch.__file__).resolve()}"
+    probe = "import importlib.metadata, pathlib, torch; print(importlib.metadata.version('lm_eval'), pathlib.Path(torch.__file__).resolve())"
+    if python.exists() and subprocess.run([python, "-c", probe], capture_output=True, text=True).stdout.strip() == expected:
         return python
-    print(f"setting up lm-eval {versions[0]} with torch {versions[1]} and transformers {versions[2]} in {venv} (once; a few minutes)", flush=True)
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pins = [f"lm-eval[hf]=={versions[0]}", f"torch=={versions[1]}", f"transformers=={versions[2]}"]
-    installed = subprocess.run([python, "-m", "pip", "install", "-q", *pins], capture_output=True, text=True)
+    print(f"setting up lm-eval {LM_EVAL_VERSION} in {venv}, using this interpreter's torch and transformers (once; about a minute)", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    ours = {dist.metadata["Name"].lower(): dist.version for dist in importlib.metadata.distributions() if dist.metadata["Name"]}
+    ours.pop("accessbench", None)
+    constraints = venv / "constraints.txt"
+    constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(ours.items())), encoding="utf-8")
+    installed = subprocess.run([python, "-m", "pip", "install", "-q", f"lm-eval=={LM_EVAL_VERSION}", "-c", str(constraints)], capture_output=True, text=True)
     if installed.returncode:
-        sys.exit(f"pip install {' '.join(pins)} failed:\n{installed.stderr[-3000:]}")
+        sys.exit(f"pip install lm-eval=={LM_EVAL_VERSION} failed:\n{installed.stderr[-3000:]}")
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "accessbench-interpreter.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
     return python
 
 
