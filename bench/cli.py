@@ -264,8 +264,9 @@ def calibrate(
     from bench.cost.profiles import load_hardware
     from bench.models.hf import HFBackend
 
+    bandwidth_source = "given"
     if bandwidth_gbs is None and hardware is not None:
-        bandwidth_gbs = load_hardware(hardware).memory_bandwidth_gbs
+        bandwidth_gbs, bandwidth_source = load_hardware(hardware).memory_bandwidth_gbs, f"hardware profile {hardware}"
     from pydantic import ValidationError
 
     from bench.config import describe_validation_error
@@ -276,9 +277,9 @@ def calibrate(
         raise UserError(describe_validation_error(error, "command line", ModelConfig).splitlines()[0]) from None
     backend = HFBackend(spec, batch_size=batch)
     if bandwidth_gbs is None:
-        bandwidth_gbs = round(measure_read_bandwidth_gbs(str(backend.input_device)), 1)
+        bandwidth_gbs, bandwidth_source = round(measure_read_bandwidth_gbs(str(backend.input_device)), 1), "measured here"
     rows = measure(backend, sorted({1, batch}), prompt_tokens, gen_tokens, repetitions, bandwidth_gbs)
-    console.print(calibration_table(backend.info, rows, bandwidth_gbs))
+    console.print(calibration_table(backend.info, rows, bandwidth_gbs, bandwidth_source))
 
 
 ResultsArgument = Annotated[list[Path], typer.Argument(help="results folders: run folders or folders of runs (any number, from any machine)")]

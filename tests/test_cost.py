@@ -294,6 +294,14 @@ def test_calibrate_measures_prefill_and_decode(tiny_model_dir: Path) -> None:
         calibrate(backend, [1], prompt_tokens=10_000)
 
 
+def test_calibrate_command_measures_the_bandwidth_when_none_is_given(tiny_model_dir: Path) -> None:
+    shown = run_cli("calibrate", "--model", str(tiny_model_dir), "--batch", "2", "--prompt-tokens", "16", "--gen-tokens", "4", "--repetitions", "1")
+    assert shown.returncode == 0, shown.stderr
+    assert "measured here" in shown.stdout and "tg4" in shown.stdout
+    given = run_cli("calibrate", "--model", str(tiny_model_dir), "--batch", "1", "--prompt-tokens", "16", "--gen-tokens", "4", "--repetitions", "1", "--bandwidth-gbs", "50")
+    assert given.returncode == 0 and "50 GB/s (given)" in given.stdout
+
+
 def test_read_bandwidth_is_measured_in_a_plausible_range() -> None:
     from bench.cost.calibrate import measure_read_bandwidth_gbs
 

@@ -117,8 +117,8 @@ def calibrate(
     return results
 
 
-def calibration_table(info: ModelInfo, rows: list[Measurement], bandwidth_gbs: float | None) -> Table:
-    bound_note = f"bandwidth bound at {bandwidth_gbs:g} GB/s: batch × bandwidth ÷ weight bytes" if bandwidth_gbs else "no memory bandwidth: no bound shown"
+def calibration_table(info: ModelInfo, rows: list[Measurement], bandwidth_gbs: float | None, bandwidth_source: str = "given") -> Table:
+    bound_note = f"bandwidth bound at {bandwidth_gbs:g} GB/s ({bandwidth_source}): batch × bandwidth ÷ weight bytes" if bandwidth_gbs else "no memory bandwidth: no bound shown"
     table = Table(
         title=f"Throughput of {info.ref} ({info.parameters / 1e6:,.0f}M parameters, {info.dtype}, {info.device})",
         caption=f"median ± half the range over repetitions; pp = prefill, tg = decode (excludes the first token)\n{bound_note}",
