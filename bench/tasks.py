@@ -14,7 +14,6 @@ import hashlib
 import random
 import re
 import string
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -252,13 +251,8 @@ def sample_docs(docs: list[Doc], limit: int | None, seed: int) -> list[Doc]:
     """
     if not limit or limit >= len(docs):
         return docs
-    chosen = sample_ids([doc.id for doc in docs], limit, seed)
+    chosen = set(sorted((doc.id for doc in docs), key=lambda doc_id: hashlib.sha256(f"{seed}:{doc_id}".encode()).digest())[:limit])
     return [doc for doc in docs if doc.id in chosen]
-
-
-def sample_ids(ids: Sequence[str], limit: int, seed: int) -> set[str]:
-    """The ``limit`` ids that come first in the order of a seeded hash (see sample_docs)."""
-    return set(sorted(ids, key=lambda doc_id: hashlib.sha256(f"{seed}:{doc_id}".encode()).digest())[:limit])
 
 
 # ---------------------------------------------------------------- an organisation's own file

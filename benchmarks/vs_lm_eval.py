@@ -39,7 +39,8 @@ import yaml  # noqa: E402
 
 from bench.models.gguf_cache import ensure_converted  # noqa: E402
 from bench.models.sources import resolve  # noqa: E402
-from bench.tasks import LETTERS, TaskSpec, get_task, sample_ids  # noqa: E402
+from bench.data import mirror_file, write_rows  # noqa: E402
+from bench.tasks import LETTERS, TaskSpec, get_task, load_docs  # noqa: E402
 
 LM_EVAL_VERSION = "0.4.13"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -66,17 +67,19 @@ def process_docs(dataset):
 class Cell:
     task: TaskSpec
     language: str  # the task's own code
-    file: Path  # the trimmed copy both harnesses read
+    data_dir: Path  # the trimmed mirror both harnesses read
 
     @property
     def lm_eval_name(self) -> str:
         return f"ab_{self.task.name}_{self.language}"
 
+    @property
+    def file(self) -> Path:
+        return mirror_file(self.task.source, self.language, self.task.source.split, self.data_dir)
+
     def doc_ids(self) -> list[str]:
         """accessbench's doc id of each row, in file order (lm-eval numbers the rows 0, 1, …)."""
-        rows = [json.loads(line) for line in self.file.read_text(encoding="utf-8").splitlines()]
-        field = self.task.id_field
-        return [str(row[field]) if field else str(number) for number, row in enumerate(rows, start=1)]
+        return [doc.id for doc in load_docs(self.task, self.language, data_dir=self.data_dir)]
 
 
 class Scored(NamedTuple):
@@ -141,14 +144,9 @@ def write_cells(data_dir: Path, tasks: dict[str, list[str]], items: int, seed: i
         task = get_task(name)
         for requested in languages:
             code = task.language(requested)
-            relative = Path(task.source.local or name) / f"{code}.{task.source.split}.jsonl"
-            rows = (data_dir / relative).read_text(encoding="utf-8").splitlines(keepends=True)
-            ids = [str(json.loads(row)[task.id_field]) if task.id_field else str(number) for number, row in enumerate(rows, start=1)]
-            chosen = sample_ids(ids, items, seed)
-            lines = [row for row, doc_id in zip(rows, ids) if doc_id in chosen]
-            (out / relative).parent.mkdir(parents=True, exist_ok=True)
-            (out / relative).write_text("".join(lines), encoding="utf-8")
-            cells.append(Cell(task, code, out / relative))
+            cell = Cell(task, code, out)
+            write_rows([doc.row for doc in load_docs(task, code, items, data_dir=data_dir, seed=seed)], cell.file)
+            cells.append(cell)
     return cells
 
 

@@ -40,9 +40,10 @@ def plain_forward_logprob(backend: HFBackend, context_ids: list[int], continuati
     return total, greedy
 
 
-def test_loglikelihood_equals_a_plain_forward_pass_in_padded_batches(backend: HFBackend) -> None:
-    results = backend.loglikelihood([LoglikelihoodRequest(c, x) for c, x in CONTEXTS])
-    for (context, continuation), result in zip(CONTEXTS, results):
+def assert_scores_match_plain_forward_passes(backend: HFBackend, pairs: list[tuple[str, str]]) -> None:
+    """backend.loglikelihood on ``pairs`` (in one call) agrees with an unpadded forward pass per pair."""
+    results = backend.loglikelihood([LoglikelihoodRequest(c, x) for c, x in pairs])
+    for (context, continuation), result in zip(pairs, results):
         context_ids, continuation_ids = split_pair(backend._encode, backend.prefix_token_id, context, continuation)
         expected, greedy = plain_forward_logprob(backend, context_ids, continuation_ids)
         assert result.logprob == pytest.approx(expected, abs=1e-4)
@@ -50,6 +51,10 @@ def test_loglikelihood_equals_a_plain_forward_pass_in_padded_batches(backend: HF
         assert result.continuation_tokens == len(continuation_ids)
         assert result.input_tokens == len(context_ids) + len(continuation_ids) - 1
         assert result.logprob < 0
+
+
+def test_loglikelihood_equals_a_plain_forward_pass_in_padded_batches(backend: HFBackend) -> None:
+    assert_scores_match_plain_forward_passes(backend, CONTEXTS)
 
 
 def test_batch_size_does_not_change_scores(tiny_model_dir: Path, backend: HFBackend) -> None:
@@ -75,13 +80,7 @@ SHARED = [  # the choices of three multiple-choice items and one lone request
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_choices_sharing_a_context_score_as_plain_forward_passes(fixture: str, batch_size: int, request: pytest.FixtureRequest) -> None:
     shared = HFBackend(ModelConfig(ref=str(request.getfixturevalue(fixture)), device="cpu"), batch_size=batch_size)
-    results = shared.loglikelihood([LoglikelihoodRequest(c, x) for c, x in SHARED])
-    for (context, continuation), result in zip(SHARED, results):
-        context_ids, continuation_ids = split_pair(shared._encode, shared.prefix_token_id, context, continuation)
-        expected, greedy = plain_forward_logprob(shared, context_ids, continuation_ids)
-        assert result.logprob == pytest.approx(expected, abs=1e-4)
-        assert result.is_greedy == greedy
-        assert result.input_tokens == len(context_ids) + len(continuation_ids) - 1
+    assert_scores_match_plain_forward_passes(shared, SHARED)
 
 
 def test_length_bands_trade_padding_against_passes() -> None:
