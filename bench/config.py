@@ -276,7 +276,8 @@ def build_config(
             {**({"ref": entry} if isinstance(entry, str) else entry), **overrides} for entry in (entries if isinstance(entries, list) else [entries])
         ]
     if cost_overrides and any(value is not None for value in cost_overrides.values()):
-        section = data.get("cost") if isinstance(data.get("cost"), dict) else {}
+        given = data.get("cost")
+        section = given if isinstance(given, dict) else {}
         data["cost"] = {**section, **{key: value for key, value in cost_overrides.items() if value is not None}}
     if path is None:
         needed = ("models",) if data.get("task_files") and not data.get("tasks") else ("models", "tasks", "languages")

@@ -164,7 +164,9 @@ def load_rows(source: SourceSpec, language: str, split: str, data_dir: Path | No
     if source.hf is None:
         raise DataMissing(f"task {task} ({language}, {split}): {where}; add that file to the data folder")
     if hub_offline():
-        raise DataMissing(f"task {task} ({language}, {split}): {where} and the Hub is offline; on a machine with internet run `{fix}`, then pass that folder with --data-dir (or {DATA_ENV})")
+        raise DataMissing(
+            f"task {task} ({language}, {split}): {where} and the Hub is offline; on a machine with internet run `{fix}`, then pass that folder with --data-dir (or {DATA_ENV})"
+        )
     try:
         return [dict(row) for row in _hub_rows(source.hf, language, split)]
     except UserError as error:
@@ -375,7 +377,9 @@ def _read_user_rows(columns: UserFile, _mtime: int) -> tuple[Row, ...]:
     header, records, word = _table(path)
     for needed in (columns.prompt, columns.reference):
         if needed not in header:
-            raise UserError(f"{path}: no column '{needed}' (it has: {', '.join(header) or 'none'}); rename a column, or name it in a task YAML ({'prompt' if needed == columns.prompt else 'reference'}: <column>)")
+            raise UserError(
+                f"{path}: no column '{needed}' (it has: {', '.join(header) or 'none'}); rename a column, or name it in a task YAML ({'prompt' if needed == columns.prompt else 'reference'}: <column>)"
+            )
     if not records:
         raise UserError(f"{path} has no rows under its header; add one row per item")
     has_choices, has_id, has_language = columns.choices in header, columns.id in header, columns.language in header
@@ -411,7 +415,7 @@ def _read_user_rows(columns: UserFile, _mtime: int) -> tuple[Row, ...]:
         if has_choices:
             choices = parse_list(record.get(columns.choices))
             if choices is None:
-                problems.append(f"{where}, column '{columns.choices}': not a list of at least two choices (write it as a JSON list, e.g. [\"yes\", \"no\"])")
+                problems.append(f'{where}, column \'{columns.choices}\': not a list of at least two choices (write it as a JSON list, e.g. ["yes", "no"])')
             elif row["reference"] and row["reference"] not in choices:
                 problems.append(f"{where}, column '{columns.reference}': '{row['reference']}' is not one of its choices {choices}")
             row["choices"] = choices

@@ -22,14 +22,12 @@ def generation_params(spec: TaskSpec, defaults: GenerationConfig) -> GenerationP
     chosen = defaults.model_fields_set
     max_new = defaults.max_new_tokens if "max_new_tokens" in chosen or spec.generation.max_new_tokens is None else spec.generation.max_new_tokens
     stop = defaults.stop if "stop" in chosen or spec.generation.stop is None else spec.generation.stop
-    return GenerationParams(
-        max_new_tokens=max_new, stop=tuple(stop), greedy=defaults.greedy, temperature=defaults.temperature, top_p=defaults.top_p
-    )
+    return GenerationParams(max_new_tokens=max_new, stop=tuple(stop), greedy=defaults.greedy, temperature=defaults.temperature, top_p=defaults.top_p)
 
 
 def _score_generation(spec: TaskSpec, doc: Doc, output: str) -> dict[str, Any]:
     """Per-sample values for the task's metrics; corpus metrics keep the sentence's sacrebleu statistics."""
-    target, values = doc.target or "", {}
+    target, values = doc.target or "", dict[str, Any]()
     for name in spec.metrics:
         metric = METRICS[name]
         if isinstance(metric, CorpusMetric):
@@ -80,17 +78,15 @@ def evaluate_docs(
     if spec.kind == "generate":
         ttft, decode = [answer.ttft_seconds for answer in answers], [answer.decode_seconds for answer in answers]
         for doc, answer in zip(docs, answers):
-            records.append(
-                _record(doc, doc.prompt, answer.text, _score_generation(spec, doc, answer.text), answer.input_tokens, answer.output_tokens)
-            )
+            records.append(_record(doc, doc.prompt, answer.text, _score_generation(spec, doc, answer.text), answer.input_tokens, answer.output_tokens))
     elif spec.kind == "multiple_choice":
-        scored = iter(choice_results)
+        choice_answers = iter(choice_results)
         for doc in docs:
-            results = [next(scored) for _ in doc.choices]
+            results = [next(choice_answers) for _ in doc.choices]
             logprobs = [result.logprob for result in results]
             per_byte = [lp / len((" " + choice).encode("utf-8")) for lp, choice in zip(logprobs, doc.choices)]
             predicted, predicted_norm = _argmax(logprobs), _argmax(per_byte)
-            values = {
+            values: dict[str, Any] = {
                 "acc": float(predicted == doc.gold),
                 "acc_norm_bytes": float(predicted_norm == doc.gold),
                 "gold": doc.gold,
@@ -102,7 +98,7 @@ def evaluate_docs(
             records.append(_record(doc, doc.prompt, doc.choices[predicted], values, input_tokens, 0))
     elif spec.kind == "rolling_loglikelihood":
         for doc, result in zip(docs, scored):
-            values: dict[str, float] = {
+            values = {
                 "neg_logprob": -result.logprob,
                 "neg_log2_prob": -result.logprob / math.log(2),
                 "tokens": result.input_tokens,

@@ -11,9 +11,29 @@ from bench.errors import UserError, short_list
 
 # Individual languages that datasets use where CLDR prefers the macrolanguage code.
 _MACROLANGUAGE = {
-    "swh": "sw", "npi": "ne", "zsm": "ms", "zlm": "ms", "pes": "fa", "uzn": "uz", "gaz": "om", "khk": "mn",
-    "ekk": "et", "lvs": "lv", "azj": "az", "plt": "mg", "arb": "ar", "cmn": "zh", "als": "sq", "ory": "or",
-    "pbt": "ps", "pbu": "ps", "ydd": "yi", "quy": "qu", "fuv": "ff", "kmr": "ku", "nob": "no",
+    "swh": "sw",
+    "npi": "ne",
+    "zsm": "ms",
+    "zlm": "ms",
+    "pes": "fa",
+    "uzn": "uz",
+    "gaz": "om",
+    "khk": "mn",
+    "ekk": "et",
+    "lvs": "lv",
+    "azj": "az",
+    "plt": "mg",
+    "arb": "ar",
+    "cmn": "zh",
+    "als": "sq",
+    "ory": "or",
+    "pbt": "ps",
+    "pbu": "ps",
+    "ydd": "yi",
+    "quy": "qu",
+    "fuv": "ff",
+    "kmr": "ku",
+    "nob": "no",
 }
 
 

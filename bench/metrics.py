@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 import string
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -111,7 +111,7 @@ def aggregate(metric: Metric | CorpusMetric, samples: Sequence[Mapping[str, Any]
         point = float(metric.reduce(values))
         estimates = metric.reduce(np.transpose(values[:, picks], (1, 0, 2)))  # (resamples, columns, samples)
     estimates = estimates[np.isfinite(estimates)]
-    low, high = (np.percentile(estimates, [2.5, 97.5]) if estimates.size else (math.nan, math.nan))
+    low, high = np.percentile(estimates, [2.5, 97.5]) if estimates.size else (math.nan, math.nan)
     return {"value": _finite(point), "ci_low": _finite(float(low)), "ci_high": _finite(float(high)), "n": len(rows)}
 
 
@@ -126,7 +126,9 @@ _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
 
 def ascii_digits(text: str) -> str:
     """Map any Unicode decimal digit (Devanagari, Bengali, Arabic-Indic, Myanmar, Khmer, …) to 0-9."""
-    return "".join(str(unicodedata.digit(char)) if char.isdigit() and not char.isascii() and unicodedata.digit(char, None) is not None else char for char in text)
+    return "".join(
+        str(unicodedata.digit(char)) if char.isdigit() and not char.isascii() and unicodedata.digit(char, None) is not None else char for char in text
+    )
 
 
 def normalise_number(text: str) -> str | None:

@@ -37,7 +37,7 @@ class CellKey:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary file, fsync it, then rename it over ``path``."""
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # unique per process
     with partial.open("w", encoding="utf-8") as handle:
         json.dump(data, handle, ensure_ascii=False, indent=2, default=str)
         handle.flush()
@@ -107,8 +107,20 @@ class RunStore:
         path = self.run_dir / MANIFEST
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
+    def manifest_or_none(self) -> dict[str, Any] | None:
+        """The manifest, or None when it is missing or unreadable (its samples stay usable)."""
+        try:
+            return self.manifest()
+        except (ValueError, OSError):
+            return None
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json_atomic(self.run_dir / MANIFEST, manifest)
+
+
+def count_saved_samples(run_dir: Path) -> int:
+    """Finished samples on disk in a run folder (a torn last line is not counted)."""
+    return sum(len(_read_samples(file, repair=False)) for _, file in _cells(run_dir, SAMPLES))
 
 
 # ---------------------------------------------------------------- loading into pandas

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -15,13 +17,14 @@ from bench.config import ModelConfig, RunConfig
 from bench.cost.meter import Meter
 from bench.cost.pricing import cell_cost
 from bench.cost.profiles import CostSettings, resolve_cost
+from bench.crash_watch import CrashWatch
+from bench.data import DataMissing
 from bench.environment import git_commit, hardware, package_versions
 from bench.errors import UserError
 from bench.evaluation import evaluate_docs, generation_params, summarize
 from bench.models.base import Backend
 from bench.models.registry import load_backend, preflight, with_backend
 from bench.results import CellKey, RunStore
-from bench.data import DataMissing
 from bench.tasks import Doc, TaskSpec, get_task, load_docs, task_from_file
 
 BackendFactory = Callable[[ModelConfig, RunConfig], Backend]
@@ -65,7 +68,7 @@ class RunInterrupted(Exception):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _languages_per_task(tasks: list[TaskSpec], requested: list[str], notes: list[str]) -> dict[str, list[str]]:
@@ -174,9 +177,10 @@ def _chunks(docs: list[Doc], size: int) -> list[list[Doc]]:
 def run(config: RunConfig, console: Console | None = None, backend_factory: BackendFactory = _load_backend) -> RunOutcome:
     """Run every unfinished cell of ``config``; finished samples are never recomputed."""
     console = console or Console(stderr=True)
-    config = config.model_copy(update={"models": [with_backend(model) for model in config.models]})
+    backend_notes: list[str] = []
+    config = config.model_copy(update={"models": [with_backend(model, backend_notes) for model in config.models]})
     plan = make_plan(config)
-    for note in plan.notes:
+    for note in [*backend_notes, *plan.notes]:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     store = RunStore(config.output / config.run_id())
     manifest = store.manifest() or {
@@ -189,18 +193,34 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
         "models": {},
     }
     manifest["cost"] = plan.cost.describe()
-    invocation = {"started_at": _now(), "command": " ".join(sys.argv), "versions": package_versions(), "git": git_commit(), "hardware": hardware(), "status": "running"}
+    invocation = {
+        "started_at": _now(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": " ".join(sys.argv),
+        "versions": package_versions(),
+        "git": git_commit(),
+        "hardware": hardware(),
+        "status": "running",
+    }
     manifest.update({"versions": invocation["versions"], "git": invocation["git"], "hardware": invocation["hardware"]})
     manifest["invocations"].append(invocation)
     store.write_manifest(manifest)
+    watch = CrashWatch(store.run_dir)
 
     finished = {cell.key: {s["doc_id"]: s for s in store.finished_samples(cell.key)} for cell in plan.cells}
     pending = {cell.key: [doc for doc in cell.docs if doc.id not in finished[cell.key]] for cell in plan.cells}
     computed = 0
     try:
         with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, transient=True,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
         ) as progress:
             bar = progress.add_task("planning", total=sum(len(docs) for docs in pending.values()))
             for model in config.models:
@@ -211,12 +231,20 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
                     backend = backend_factory(model, config)
                     backend.loglikelihood_rolling(["Warm-up."])  # unmetered: lazy start-up is not charged to the first cell
                     meter = Meter(backend.info.device)
-                    meter_info = {"energy_methods": meter.methods, "cpu": meter.cpu.model, "cpu_tdp_watts": meter.cpu.tdp_watts, "cpu_tdp_source": meter.cpu.source, "threads": meter.threads}
+                    meter_info = {
+                        "energy_methods": meter.methods,
+                        "cpu": meter.cpu.model,
+                        "cpu_tdp_watts": meter.cpu.tdp_watts,
+                        "cpu_tdp_source": meter.cpu.source,
+                        "threads": meter.threads,
+                    }
                     manifest["models"][cells[0].model_slug] = {**asdict(backend.info), "meter": meter_info}
                     store.write_manifest(manifest)
                 try:
                     for cell in cells:
-                        progress.update(bar, description=f"{cell.model_title} · {cell.task.name} · {cell.language}")
+                        label = f"{cell.model_title} · {cell.task.name} · {cell.language}"
+                        progress.update(bar, description=label)
+                        watch.cell(label, model.backend)
                         if pending[cell.key] and backend is not None:
                             params = generation_params(cell.task, config.generation)
                             size = getattr(backend, "batch_size", 8) * (1 if cell.task.kind == "generate" else 4)
@@ -238,11 +266,14 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
                         backend.close()
             progress.update(bar, description="done")
     except KeyboardInterrupt:
+        watch.done()
         _close_invocation(store, manifest, invocation, "interrupted")
         raise RunInterrupted(store.run_dir, sum(len(samples) for samples in finished.values())) from None
     except BaseException as error:
+        watch.done()
         _close_invocation(store, manifest, invocation, f"failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
         raise
+    watch.done()
     _close_invocation(store, manifest, invocation, "finished")
     summaries = [summary for cell in plan.cells if (summary := store.summary(cell.key)) is not None]
     return RunOutcome(store.run_dir, summaries, computed)

@@ -10,7 +10,6 @@ A row whose templates use a null field or an empty list, or whose generation ref
 from __future__ import annotations
 
 import hashlib
-
 import random
 import re
 import string
@@ -71,7 +70,9 @@ class TaskSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
-        needs = {"generate": ("prompt", "target"), "multiple_choice": ("prompt", "target"), "rolling_loglikelihood": ("text",), "tokenizer_stats": ("text",)}[self.kind]
+        needs = {"generate": ("prompt", "target"), "multiple_choice": ("prompt", "target"), "rolling_loglikelihood": ("text",), "tokenizer_stats": ("text",)}[
+            self.kind
+        ]
         missing = [name for name in needs if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a {self.kind} task needs {' and '.join(missing)}")
@@ -149,7 +150,9 @@ def _choices(spec: TaskSpec, row: Row, doc_id: str) -> list[str]:
         return [render(choice, row, spec.name).strip() for choice in spec.choices]
     parsed = parse_list(row.get(spec.choices_field or ""))
     if parsed is None:
-        raise UserError(f"task {spec.name}, item {doc_id}: field '{spec.choices_field}' is not a list of choices ({str(row.get(spec.choices_field))[:60]!r})")
+        raise UserError(
+            f"task {spec.name}, item {doc_id}: field '{spec.choices_field}' is not a list of choices ({str(row.get(spec.choices_field or ''))[:60]!r})"
+        )
     return parsed
 
 
@@ -299,8 +302,13 @@ def task_from_file(path: Path, default_language: str | None = None) -> TaskSpec:
         except (LookupError, ValueError):
             raise UserError(f"{path}: '{language}' is not a language code; use hau, hau_Latn or Hausa") from None
     user = UserFile(
-        path=pointer.file, prompt=pointer.prompt, reference=pointer.reference, choices=pointer.choices, id=pointer.id,
-        language=pointer.language_column, default_language=language,
+        path=pointer.file,
+        prompt=pointer.prompt,
+        reference=pointer.reference,
+        choices=pointer.choices,
+        id=pointer.id,
+        language=pointer.language_column,
+        default_language=language,
     )
     rows = read_user_rows(user)
     multiple_choice = "choices" in rows[0]

@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's bench, not an installed one
 
-from bench.config import ModelConfig, RunConfig, parse_config  # noqa: E402
-from bench.models.base import Backend  # noqa: E402
-from bench.runner import run  # noqa: E402
-from bench.runner import _load_backend as load_for_run  # noqa: E402
+from bench.config import ModelConfig, RunConfig, parse_config
+from bench.models.base import Backend
+from bench.runner import _load_backend as load_for_run
+from bench.runner import run
 
 
 class ForwardClock:

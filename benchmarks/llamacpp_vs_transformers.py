@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's bench, not an installed one
 
-from bench.config import GenerationConfig, ModelConfig  # noqa: E402
-from bench.cost.calibrate import measure_read_bandwidth_gbs, weight_bytes  # noqa: E402
-from bench.evaluation import evaluate_docs, generation_params  # noqa: E402
-from bench.models.base import GenerationParams, GenerationRequest  # noqa: E402
-from bench.models.registry import load_backend  # noqa: E402
-from bench.tasks import get_task, load_docs  # noqa: E402
+from bench.config import GenerationConfig, ModelConfig
+from bench.cost.calibrate import measure_read_bandwidth_gbs, weight_bytes
+from bench.evaluation import evaluate_docs, generation_params
+from bench.models.base import GenerationParams, GenerationRequest
+from bench.models.registry import load_backend
+from bench.tasks import get_task, load_docs
 
 PROMPT = "Write a short story about a fog bank that rolls in from the ocean to cover a city."
 
@@ -92,9 +92,14 @@ def main() -> None:
             correct[name] += score * len(predicted) / 100
         total += len(pa)
         same += sum(x == y for x, y in zip(pa, pb))
-        print(f"{task} {language}: transformers {a:.1f}%  llama.cpp {b:.1f}%  difference {b - a:+.1f} points  same answer on {sum(x == y for x, y in zip(pa, pb))}/{len(pa)}")
+        print(
+            f"{task} {language}: transformers {a:.1f}%  llama.cpp {b:.1f}%  difference {b - a:+.1f} points  same answer on {sum(x == y for x, y in zip(pa, pb))}/{len(pa)}"
+        )
     a, b = (100 * correct[name] / total for name in backends)
-    print(f"all {total} items: transformers {a:.2f}%  llama.cpp {b:.2f}%  difference {b - a:+.2f} points (target within 1) {verdict(abs(b - a) <= 1)}  same answer on {same / total:.1%}")
+    print(
+        f"all {total} items: transformers {a:.2f}%  llama.cpp {b:.2f}%  difference {b - a:+.2f} points (target within 1) {verdict(abs(b - a) <= 1)}  same answer on {same / total:.1%}"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -24,14 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's bench, not an installed one
 
-import psutil  # noqa: E402
-import torch  # noqa: E402
+import psutil
+import torch
 
-from bench.config import GenerationConfig, ModelConfig  # noqa: E402
-from bench.cost.meter import RSS_INTERVAL_S, Meter, Reading, split_reading  # noqa: E402
-from bench.evaluation import evaluate_docs, generation_params  # noqa: E402
-from bench.models.hf import FirstTokenClock, HFBackend  # noqa: E402
-from bench.tasks import get_task, load_docs  # noqa: E402
+from bench.config import GenerationConfig, ModelConfig
+from bench.cost.meter import RSS_INTERVAL_S, Meter, Reading, split_reading
+from bench.evaluation import evaluate_docs, generation_params
+from bench.models.hf import FirstTokenClock, HFBackend
+from bench.tasks import get_task, load_docs
 
 
 def run_once(backend: HFBackend, task, docs, params, meter: Meter | None) -> tuple[int, int, float, float]:
@@ -62,7 +62,8 @@ def intrinsic_costs(meter: Meter, n_docs: int) -> dict[str, float]:
     clock(ids, None)
     process = psutil.Process()
     return {
-        "call": per_call_seconds(empty_measure, 200) + per_call_seconds(lambda: split_reading(reading, [50] * n_docs, [20] * n_docs, [1.0] * n_docs, [2.0] * n_docs), 200),
+        "call": per_call_seconds(empty_measure, 200)
+        + per_call_seconds(lambda: split_reading(reading, [50] * n_docs, [20] * n_docs, [1.0] * n_docs, [2.0] * n_docs), 200),
         "token_step": per_call_seconds(lambda: clock(ids, None), 20000),
         "sampler_per_second": per_call_seconds(lambda: process.memory_info(), 2000) / RSS_INTERVAL_S,
     }
@@ -83,7 +84,9 @@ def main() -> None:
         task = get_task(name)
         params = generation_params(task, GenerationConfig(max_new_tokens=args.new_tokens))
         workloads.append((name, task, load_docs(task, "eng", args.docs), params))
-    print(f"{args.model} ({backend.info.dtype}, {backend.info.device}), {args.docs} docs per call, {args.rounds} rounds, load average {psutil.getloadavg()[0]:.1f} on {psutil.cpu_count()} CPUs")
+    print(
+        f"{args.model} ({backend.info.dtype}, {backend.info.device}), {args.docs} docs per call, {args.rounds} rounds, load average {psutil.getloadavg()[0]:.1f} on {psutil.cpu_count()} CPUs"
+    )
     print(f"{'workload':<18} {'round':>6} {'unmetered tok/s':>16} {'metered tok/s':>14} {'ratio':>7} {'ratio per CPU-s':>16}")
     with Meter(backend.info.device) as meter:
         costs = intrinsic_costs(meter, args.docs)
@@ -108,9 +111,13 @@ def main() -> None:
             own = costs["call"] + costs["token_step"] * generated + costs["sampler_per_second"] * seconds
             best = fastest[True] / fastest[False]
             print(f"{name:<18} {'median':>6} {'':>16} {'':>14} {ratio:>7.3f} {cpu_ratio:>16.3f}  (median of the rounds' ratios: noise included)")
-            print(f"{name:<18} {'best':>6} {fastest[False]:>16.1f} {fastest[True]:>14.1f} {best:>7.3f}  → meter overhead {100 * (1 - best):+.2f} % of tokens/s (fastest round of each)")
+            print(
+                f"{name:<18} {'best':>6} {fastest[False]:>16.1f} {fastest[True]:>14.1f} {best:>7.3f}  → meter overhead {100 * (1 - best):+.2f} % of tokens/s (fastest round of each)"
+            )
             print(f"{name:<18} {'direct':>6} meter's own work {1e3 * own:.3f} ms per {seconds:.2f} s call → overhead {100 * own / seconds:.3f} % of tokens/s")
-        print(f"meter costs: {1e6 * costs['call']:.0f} µs per call, {1e6 * costs['token_step']:.2f} µs per generated token, {100 * costs['sampler_per_second']:.3f} % of a CPU for RSS sampling")
+        print(
+            f"meter costs: {1e6 * costs['call']:.0f} µs per call, {1e6 * costs['token_step']:.2f} µs per generated token, {100 * costs['sampler_per_second']:.3f} % of a CPU for RSS sampling"
+        )
         print(f"energy method on this machine: {meter.methods}; CPU TDP: {meter.cpu.tdp_watts:g} W ({meter.cpu.source})")
 
 

@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))  # this checkout's bench, not an installed one
 
 import yaml  # noqa: E402
 
+from bench.data import mirror_file, write_rows  # noqa: E402
 from bench.models.gguf_cache import ensure_converted  # noqa: E402
 from bench.models.sources import resolve  # noqa: E402
-from bench.data import mirror_file, write_rows  # noqa: E402
 from bench.tasks import LETTERS, TaskSpec, get_task, load_docs  # noqa: E402
 
 LM_EVAL_VERSION = "0.4.13"
@@ -47,7 +47,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALL
 # {lettered_choices} in Jinja: "A. first\nB. second…" from the list that process_docs parsed.
 LETTERED = "{% for choice in choice_list %}{% if not loop.first %}\n{% endif %}{{ '" + LETTERS + "'[loop.index0] }}. {{ choice }}{% endfor %}"
 # lm-eval's process_docs for a field holding the choices as list text, parsed as bench.data.parse_list does.
-UTILS_PY = '''import ast
+UTILS_PY = """import ast
 import json
 
 
@@ -60,7 +60,7 @@ def _parse(text):
 
 def process_docs(dataset):
     return dataset.map(lambda doc: {{"choice_list": [str(item).strip() for item in _parse(doc["{field}"])]}})
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,9 @@ def lm_eval_python(venv: Path) -> Path:
     installed = subprocess.run([python, "-m", "pip", "install", "-q", f"lm-eval=={LM_EVAL_VERSION}", "-c", str(constraints)], capture_output=True, text=True)
     if installed.returncode:
         sys.exit(f"pip install lm-eval=={LM_EVAL_VERSION} failed:\n{installed.stderr[-3000:]}")
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     (Path(site) / "accessbench-interpreter.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
     return python
 
@@ -266,20 +268,24 @@ def report(cells: list[Cell], theirs: Outcome, ours: Outcome) -> None:
             total += 1
             if other is None or scored.requests != other.requests:
                 theirs_requests = other.requests if other else []
-                mine, its = next((pair for pair in zip(scored.requests + [None], theirs_requests + [None]) if pair[0] != pair[1]))
+                mine, its = next(pair for pair in zip(scored.requests + [None], theirs_requests + [None]) if pair[0] != pair[1])
                 first_difference = first_difference or f"  first difference, {name} doc {doc_id}:\n    accessbench {mine!r}\n    lm-eval     {its!r}"
                 continue
             same_prompt += 1
             same_prediction += scored.predicted == other.predicted
             largest = max(largest, *(abs(a - b) for a, b in zip(scored.logprobs, other.logprobs)))
-    print(f"\nprompts identical: {same_prompt}/{total} docs; same predicted choice: {same_prediction}/{same_prompt}; largest log-likelihood difference {largest:.4f}")
+    print(
+        f"\nprompts identical: {same_prompt}/{total} docs; same predicted choice: {same_prediction}/{same_prompt}; largest log-likelihood difference {largest:.4f}"
+    )
     if first_difference:
         print(first_difference)
 
     ratio = (ours.items / ours.wall_s) / (theirs.items / theirs.wall_s)
     a, b = pooled_accuracy(theirs), pooled_accuracy(ours)
     print(f"throughput accessbench / lm-eval: {ratio:.2f}x (target >= 2.0) {'PASS' if ratio >= 2.0 else 'MISS'}")
-    print(f"accuracy, all {ours.items} items: lm-eval {a:.2f}%, accessbench {b:.2f}%, difference {b - a:+.2f} points (target within 0.5) {'PASS' if abs(b - a) <= 0.5 else 'MISS'}")
+    print(
+        f"accuracy, all {ours.items} items: lm-eval {a:.2f}%, accessbench {b:.2f}%, difference {b - a:+.2f} points (target within 0.5) {'PASS' if abs(b - a) <= 0.5 else 'MISS'}"
+    )
 
 
 def main() -> None:
@@ -293,7 +299,9 @@ def main() -> None:
     parser.add_argument("--afrimmlu-languages", default="eng,swa")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both (default: torch's own choice here)")
     parser.add_argument("--lm-eval-python", type=Path, help="a python with lm-eval, torch and transformers (default: .venvs/lm-eval, made on first use)")
-    parser.add_argument("--work-dir", type=Path, help="a new folder to keep the trimmed data, task YAMLs, config, logs and outputs in (default: a temporary one)")
+    parser.add_argument(
+        "--work-dir", type=Path, help="a new folder to keep the trimmed data, task YAMLs, config, logs and outputs in (default: a temporary one)"
+    )
     args = parser.parse_args()
     if args.work_dir and args.work_dir.exists() and any(args.work_dir.iterdir()):
         parser.error(f"--work-dir {args.work_dir} is not empty; each run needs fresh outputs")
@@ -318,14 +326,34 @@ def main() -> None:
         config = accessbench_config(cells, model_dir, args.batch_size, work)
         (work / "accessbench.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         lm_eval = [
-            str(python), "-m", "lm_eval", "run", "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
-            "--device", "cpu", "--batch_size", str(args.batch_size), "--num_fewshot", "0",
-            "--tasks", ",".join(cell.lm_eval_name for cell in cells), "--include_path", str(work / "lm-eval-tasks"),
-            "--log_samples", "--output_path", str(work / "lm-eval"),
+            str(python),
+            "-m",
+            "lm_eval",
+            "run",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={model_dir},dtype=float32",
+            "--device",
+            "cpu",
+            "--batch_size",
+            str(args.batch_size),
+            "--num_fewshot",
+            "0",
+            "--tasks",
+            ",".join(cell.lm_eval_name for cell in cells),
+            "--include_path",
+            str(work / "lm-eval-tasks"),
+            "--log_samples",
+            "--output_path",
+            str(work / "lm-eval"),
         ]
         accessbench = [sys.executable, "-m", "bench", "run", str(work / "accessbench.yaml")]
         env = {
-            **os.environ, **OFFLINE, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            **os.environ,
+            **OFFLINE,
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
             "HF_DATASETS_CACHE": str(work / "hf-datasets"),  # lm-eval's Arrow copies of the trimmed files
         }
 

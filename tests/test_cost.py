@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import assert_backend_ran, run_cli
 
 from bench import results
 from bench.config import CostConfig, parse_config
@@ -15,7 +16,6 @@ from bench.cost.pricing import cell_cost, price, usage
 from bench.cost.profiles import CostSettings, Country, Currency, HardwareProfile, find_country, find_currency, load_hardware, resolve_cost
 from bench.errors import UserError
 from bench.runner import run
-from conftest import run_cli
 
 # ---------------------------------------------------------------- the meter
 
@@ -91,9 +91,8 @@ def test_a_gpu_energy_counter_is_measured_and_the_cpu_still_estimated() -> None:
 
 
 def test_meter_on_this_machine_is_honest_about_its_energy_method() -> None:
-    with Meter("cpu") as meter:
-        with meter.measure() as reading:
-            sum(i * i for i in range(300_000))
+    with Meter("cpu") as meter, meter.measure() as reading:
+        sum(i * i for i in range(300_000))
     expected = "rapl" if any(zone.component == "cpu" for zone in rapl_zones()) else "tdp-estimate"
     assert reading.energy_method["cpu"] == expected
     assert reading.seconds > 0 and reading.cpu_seconds > 0 and reading.peak_rss_bytes > 0
@@ -118,8 +117,19 @@ def _settings(hardware: HardwareProfile = LAPTOP, currency: Currency = Currency(
 
 def _sample(n_in: int, n_out: int, prefill: float, decode: float, joules: float, method: str = "tdp-estimate", words: int = 10) -> dict:
     return {
-        "doc_id": str(n_in), "input": "x", "input_tokens": n_in, "output_tokens": n_out, "values": {"tokens": n_in, "words": words, "chars": 5 * words, "bytes": 5 * words},
-        "meter": {"prefill_s": prefill, "decode_s": decode, "cpu_s": prefill + decode, "cpu_utilisation": 0.5, "energy_j": {"cpu": joules}, "energy_method": {"cpu": method}},
+        "doc_id": str(n_in),
+        "input": "x",
+        "input_tokens": n_in,
+        "output_tokens": n_out,
+        "values": {"tokens": n_in, "words": words, "chars": 5 * words, "bytes": 5 * words},
+        "meter": {
+            "prefill_s": prefill,
+            "decode_s": decode,
+            "cpu_s": prefill + decode,
+            "cpu_utilisation": 0.5,
+            "energy_j": {"cpu": joules},
+            "energy_method": {"cpu": method},
+        },
     }
 
 
@@ -147,7 +157,12 @@ def test_price_arithmetic_against_hand_computed_values() -> None:
 def test_measured_energy_wins_and_currency_converts() -> None:
     samples = [_sample(1000, 0, 2.0, 0.0, 7200.0, method="rapl")]  # 7,200 J = 2 Wh measured
     cost = cell_cost(samples, _settings(currency=Currency("NGN", 1600.0, "", "")), [])
-    assert cost["energy"] == {"kwh": pytest.approx(0.002), "method": "rapl", "source": "measured", "components": {"cpu": {"kwh": pytest.approx(0.002), "method": "rapl"}}}
+    assert cost["energy"] == {
+        "kwh": pytest.approx(0.002),
+        "method": "rapl",
+        "source": "measured",
+        "components": {"cpu": {"kwh": pytest.approx(0.002), "method": "rapl"}},
+    }
     assert cost["total"]["electricity"] == pytest.approx(0.002 * 0.05 * 1600)
     assert cost["per_1m_output_tokens"] is None and cost["currency"] == "NGN"
     assert_consistent(cost)
@@ -235,9 +250,14 @@ def test_cost_settings_are_not_part_of_the_run_id() -> None:
 def tiny_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     config = parse_config(
         {
-            "name": "tiny-cost", "models": [{"ref": str(tiny_model_dir), "device": "cpu"}],
-            "tasks": ["mgsm_symbolic", "mgsm_symbolic_bpb", "mgsm_symbolic_tax"], "languages": ["eng", "hau"],
-            "limit": 3, "batch_size": 2, "generation": {"max_new_tokens": 5}, "output": str(tmp_path_factory.mktemp("cost-run")),
+            "name": "tiny-cost",
+            "models": [{"ref": str(tiny_model_dir), "device": "cpu"}],
+            "tasks": ["mgsm_symbolic", "mgsm_symbolic_bpb", "mgsm_symbolic_tax"],
+            "languages": ["eng", "hau"],
+            "limit": 3,
+            "batch_size": 2,
+            "generation": {"max_new_tokens": 5},
+            "output": str(tmp_path_factory.mktemp("cost-run")),
             "cost": {"country": "NGA"},
         },
         "test",
@@ -298,7 +318,9 @@ def test_calibrate_command_measures_the_bandwidth_when_none_is_given(tiny_model_
     shown = run_cli("calibrate", "--model", str(tiny_model_dir), "--batch", "2", "--prompt-tokens", "16", "--gen-tokens", "4", "--repetitions", "1")
     assert shown.returncode == 0, shown.stderr
     assert "measured here" in shown.stdout and "tg4" in shown.stdout
-    given = run_cli("calibrate", "--model", str(tiny_model_dir), "--batch", "1", "--prompt-tokens", "16", "--gen-tokens", "4", "--repetitions", "1", "--bandwidth-gbs", "50")
+    given = run_cli(
+        "calibrate", "--model", str(tiny_model_dir), "--batch", "1", "--prompt-tokens", "16", "--gen-tokens", "4", "--repetitions", "1", "--bandwidth-gbs", "50"
+    )
     assert given.returncode == 0 and "50 GB/s (given)" in given.stdout
 
 
@@ -309,13 +331,21 @@ def test_read_bandwidth_is_measured_in_a_plausible_range() -> None:
 
 
 @pytest.mark.integration
-def test_a_real_smollm2_run_is_metered(smollm2_ref: str, tmp_path: Path) -> None:
+def test_a_real_smollm2_run_is_metered(smollm2_ref: str, real_backend: str, tmp_path: Path) -> None:
     config = parse_config(
-        {"name": "smol-cost", "models": [{"ref": smollm2_ref, "dtype": "bfloat16"}], "tasks": ["mgsm_symbolic_bpb", "mgsm_symbolic"],
-         "languages": ["eng"], "limit": 2, "generation": {"max_new_tokens": 8}, "output": str(tmp_path)},
+        {
+            "name": "smol-cost",
+            "models": [{"ref": smollm2_ref, "backend": real_backend}],
+            "tasks": ["mgsm_symbolic_bpb", "mgsm_symbolic"],
+            "languages": ["eng"],
+            "limit": 2,
+            "generation": {"max_new_tokens": 8},
+            "output": str(tmp_path),
+        },
         "test",
     )
     outcome = run(config)
+    assert_backend_ran(outcome.summaries, real_backend)
     expected = "rapl" if any(zone.component == "cpu" for zone in rapl_zones()) else "tdp-estimate"
     for summary in outcome.summaries:
         cost = summary["cost"]

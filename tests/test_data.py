@@ -82,7 +82,10 @@ def test_the_pull_command_fetches_test_and_few_shot_splits_and_the_parallel_lang
     result = CliRunner().invoke(app, ["data", "pull", "flores_eng_x", "--lang", "Hausa", "--to", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in (tmp_path / "flores200").iterdir()) == [
-        "eng_Latn.dev.jsonl", "eng_Latn.devtest.jsonl", "hau_Latn.dev.jsonl", "hau_Latn.devtest.jsonl",
+        "eng_Latn.dev.jsonl",
+        "eng_Latn.devtest.jsonl",
+        "hau_Latn.dev.jsonl",
+        "hau_Latn.devtest.jsonl",
     ]
 
 
@@ -96,7 +99,10 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
 def test_a_csv_with_the_standard_columns(tmp_path: Path) -> None:
     path = write(tmp_path, "m.csv", 'prompt,reference,language\n"Hello, how are you?",Lafiya,hau\nSecond,Two,\n')
     rows = read_user_rows(UserFile(path=path, default_language="yor"))
-    assert rows == ({"prompt": "Hello, how are you?", "reference": "Lafiya", "id": "2", "language": "hau"}, {"prompt": "Second", "reference": "Two", "id": "3", "language": "yor"})
+    assert rows == (
+        {"prompt": "Hello, how are you?", "reference": "Lafiya", "id": "2", "language": "hau"},
+        {"prompt": "Second", "reference": "Two", "id": "3", "language": "yor"},
+    )
 
 
 def test_semicolon_csv_from_a_spreadsheet_and_jsonl_with_lists(tmp_path: Path) -> None:
@@ -106,7 +112,11 @@ def test_semicolon_csv_from_a_spreadsheet_and_jsonl_with_lists(tmp_path: Path) -
 
 
 def test_every_problem_of_a_malformed_file_is_named_by_row_and_column(tmp_path: Path) -> None:
-    path = write(tmp_path, "bad.csv", 'id,prompt,reference,choices\n1,Q1,yes,"[""yes"", ""no""]"\n2,,no,"[""yes"", ""no""]"\n2,Q3,no,yes or no\n4,Q4,maybe,"[""yes"", ""no""]"\n')
+    path = write(
+        tmp_path,
+        "bad.csv",
+        'id,prompt,reference,choices\n1,Q1,yes,"[""yes"", ""no""]"\n2,,no,"[""yes"", ""no""]"\n2,Q3,no,yes or no\n4,Q4,maybe,"[""yes"", ""no""]"\n',
+    )
     with pytest.raises(UserError) as error:
         read_user_rows(UserFile(path=path))
     message = str(error.value)

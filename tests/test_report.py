@@ -45,7 +45,21 @@ def test_site_markdown_csv_and_parquet(two_results: tuple[Path, Path], tmp_path:
     assert "<script>window.__xss" not in page and "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in page
     assert "tiny-a-" in (site / "runs.html").read_text(encoding="utf-8") and "bench" in (site / "runs.html").read_text(encoding="utf-8")
     table = pd.read_csv(site / "leaderboard.csv")
-    assert len(table) == 15 and {"model", "size", "quantisation", "hardware", "task", "language", "score", "ci_low", "ci_high", "tokens_per_second", "usd_per_1m_tokens", "usd_per_1000_words", "gco2e_per_1m_tokens"} <= set(table.columns)
+    assert len(table) == 15 and {
+        "model",
+        "size",
+        "quantisation",
+        "hardware",
+        "task",
+        "language",
+        "score",
+        "ci_low",
+        "ci_high",
+        "tokens_per_second",
+        "usd_per_1m_tokens",
+        "usd_per_1000_words",
+        "gco2e_per_1m_tokens",
+    } <= set(table.columns)
     assert len(pd.read_parquet(site / "leaderboard.parquet")) == 15
     markdown = (site / "leaderboard.md").read_text(encoding="utf-8").splitlines()
     assert markdown[0].startswith("| model | size |") and markdown[1].startswith("|---|")

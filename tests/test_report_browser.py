@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import ARTIFACTS
 
 from bench.report.collect import collect
 from bench.report.site import write_site
-from conftest import ARTIFACTS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -78,7 +78,7 @@ def test_scatter_renders_with_its_frontier(browser, site: Path) -> None:
 
 def test_an_injected_script_in_a_model_output_stays_inert(browser, site: Path) -> None:
     model_page = next((site / "models").glob("*.html"))
-    page, requests, errors = _open(browser, model_page)
+    page, requests, _errors = _open(browser, model_page)
     assert page.evaluate("window.__xss") is None
     outputs = page.locator(".output").all_text_contents()
     assert any("<script>window.__xss = 1</script>" in text for text in outputs)

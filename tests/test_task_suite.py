@@ -6,14 +6,27 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURE_DATA
 
 from bench.errors import UserError
 from bench.evaluation import evaluate_docs
 from bench.models.base import GenerationParams, LoglikelihoodResult
 from bench.tasks import all_tasks, get_task, load_docs
-from conftest import FIXTURE_DATA
 
-SUITE = ["sib200", "flores_eng_x", "flores_x_eng", "afrisenti", "afrimmlu", "afrixnli", "afrimgsm", "afriqa", "flores_bpb", "flores_tax", "belebele", "global_mmlu"]
+SUITE = [
+    "sib200",
+    "flores_eng_x",
+    "flores_x_eng",
+    "afrisenti",
+    "afrimmlu",
+    "afrixnli",
+    "afrimgsm",
+    "afriqa",
+    "flores_bpb",
+    "flores_tax",
+    "belebele",
+    "global_mmlu",
+]
 
 
 def first(task: str, language: str, data_dir: Path, **options) -> object:
@@ -34,9 +47,11 @@ def test_every_family_is_registered_with_its_hub_source_and_mirror_folder() -> N
 
 @pytest.mark.parametrize(
     ("requested", "expected"),
-    [("swh", {"afrisenti": "swa", "sib200": "swh_Latn", "global_mmlu": "sw", "afriqa": "swa"}),
-     ("Hausa", {"afrisenti": "hau", "sib200": "hau_Latn", "global_mmlu": "ha", "belebele": "hau_Latn"}),
-     ("amh_Ethi", {"afrimmlu": "amh", "flores_x_eng": "amh_Ethi", "global_mmlu": "am"})],
+    [
+        ("swh", {"afrisenti": "swa", "sib200": "swh_Latn", "global_mmlu": "sw", "afriqa": "swa"}),
+        ("Hausa", {"afrisenti": "hau", "sib200": "hau_Latn", "global_mmlu": "ha", "belebele": "hau_Latn"}),
+        ("amh_Ethi", {"afrimmlu": "amh", "flores_x_eng": "amh_Ethi", "global_mmlu": "am"}),
+    ],
 )
 def test_one_language_name_maps_to_each_tasks_own_code(requested: str, expected: dict[str, str]) -> None:
     assert {task: get_task(task).language(requested) for task in expected} == expected
@@ -80,16 +95,23 @@ def test_golden_afrimmlu_prompt_parses_the_choices_text(shared_data: Path) -> No
 
 def test_golden_afrisenti_afrixnli_afrimgsm_afriqa_prompts(shared_data: Path) -> None:
     senti = first("afrisenti", "hau", shared_data)
-    assert senti.prompt == "Tweet: allah ya sare na gabaya ku ma yaye mana wan nan cuta baki daya dake fadin duniya amin\nIs the sentiment of this tweet positive, neutral or negative?\nAnswer:"
+    assert (
+        senti.prompt
+        == "Tweet: allah ya sare na gabaya ku ma yaye mana wan nan cuta baki daya dake fadin duniya amin\nIs the sentiment of this tweet positive, neutral or negative?\nAnswer:"
+    )
     assert (senti.id, senti.target, senti.choices) == ("1", "positive", ("positive", "neutral", "negative"))
     nli = first("afrixnli", "hau", shared_data)
     assert nli.prompt.startswith("Premise: Gaskiya bana ba tunanin sa amma na fusata sosai,") and "\nHypothesis: Ban ƙara masa magana ba.\n" in nli.prompt
     assert nli.gold == 2
     maths = first("afrimgsm", "hau", shared_data)
-    assert maths.prompt.startswith("Solve the following math problem step by step. Put your final numeric answer in \\boxed{}, for example: \\boxed{42}.\n\nDoguwar riga")
+    assert maths.prompt.startswith(
+        "Solve the following math problem step by step. Put your final numeric answer in \\boxed{}, for example: \\boxed{42}.\n\nDoguwar riga"
+    )
     assert maths.target == "3"
     qa = first("afriqa", "hau", shared_data)
-    assert qa.prompt.startswith("Answer the question with the shortest span of the context that contains the answer.\nContext: Anambra State  is a Nigerian state")
+    assert qa.prompt.startswith(
+        "Answer the question with the shortest span of the context that contains the answer.\nContext: Anambra State  is a Nigerian state"
+    )
     assert qa.prompt.endswith("\nQuestion: Awane yanki jahar Anambra take a Nijeriya?\nAnswer:") and qa.target == "southeastern"
 
 

@@ -77,8 +77,14 @@ def _decode_seconds(backend: HFBackend, batch: int, tokens: int) -> float:
 
     ids = torch.full((batch, 1), backend.prefix_token_id, dtype=torch.long, device=backend.input_device)
     config = GenerationConfig(
-        max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-        pad_token_id=backend.pad_token_id, eos_token_id=backend._eos_ids(),
+        max_new_tokens=tokens,
+        min_new_tokens=tokens,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=backend.pad_token_id,
+        eos_token_id=backend._eos_ids(),
     )
     clock = FirstTokenClock(synchronise=backend.input_device.type == "cuda")
     with torch.inference_mode():
@@ -105,8 +111,8 @@ def calibrate(
     results = []
     for batch in batches:
         tests = [
-            (f"pp{prompt_tokens}", lambda: batch * prompt_tokens / _prefill_seconds(backend, batch, prompt_tokens, generator)),
-            (f"tg{gen_tokens}", lambda: batch * (gen_tokens - 1) / _decode_seconds(backend, batch, gen_tokens)),
+            (f"pp{prompt_tokens}", lambda batch=batch: batch * prompt_tokens / _prefill_seconds(backend, batch, prompt_tokens, generator)),
+            (f"tg{gen_tokens}", lambda batch=batch: batch * (gen_tokens - 1) / _decode_seconds(backend, batch, gen_tokens)),
         ]
         for name, run in tests:
             run()  # warm-up
@@ -118,7 +124,11 @@ def calibrate(
 
 
 def calibration_table(info: ModelInfo, rows: list[Measurement], bandwidth_gbs: float | None, bandwidth_source: str = "given") -> Table:
-    bound_note = f"bandwidth bound at {bandwidth_gbs:g} GB/s ({bandwidth_source}): batch × bandwidth ÷ weight bytes" if bandwidth_gbs else "no memory bandwidth: no bound shown"
+    bound_note = (
+        f"bandwidth bound at {bandwidth_gbs:g} GB/s ({bandwidth_source}): batch × bandwidth ÷ weight bytes"
+        if bandwidth_gbs
+        else "no memory bandwidth: no bound shown"
+    )
     table = Table(
         title=f"Throughput of {info.ref} ({info.parameters / 1e6:,.0f}M parameters, {info.dtype}, {info.device})",
         caption=f"median ± half the range over repetitions; pp = prefill, tg = decode (excludes the first token)\n{bound_note}",
@@ -128,7 +138,10 @@ def calibration_table(info: ModelInfo, rows: list[Measurement], bandwidth_gbs: f
         table.add_column(heading, justify="left" if heading == "test" else "right")
     for row in rows:
         table.add_row(
-            row.test, str(row.batch), f"{row.tokens_per_second:,.1f} ± {row.spread:,.1f}",
-            "–" if row.bound is None else f"{row.bound:,.0f}", "–" if row.share_of_bound is None else f"{row.share_of_bound:.0%}",
+            row.test,
+            str(row.batch),
+            f"{row.tokens_per_second:,.1f} ± {row.spread:,.1f}",
+            "–" if row.bound is None else f"{row.bound:,.0f}",
+            "–" if row.share_of_bound is None else f"{row.share_of_bound:.0%}",
         )
     return table

@@ -100,7 +100,7 @@ def _spread(values: Sequence[float]) -> dict[str, float | None]:
 
 def energy(used: Usage, hardware: HardwareProfile) -> dict[str, Any]:
     """kWh with how it was obtained: measured components where any, else the profile's watts, else the CPU's TDP."""
-    components = {name: {"kwh": joules / 3.6e6, "method": used.methods.get(name)} for name, joules in used.energy_j.items()}
+    components: dict[str, dict[str, Any]] = {name: {"kwh": joules / 3.6e6, "method": used.methods.get(name)} for name, joules in used.energy_j.items()}
     measured = [name for name, part in components.items() if part["method"] in MEASURED]
     if measured or (components and hardware.busy_watts is None):
         methods = sorted({part["method"] for part in components.values() if part["method"]}, key=METHOD_ORDER.index)
@@ -135,7 +135,11 @@ def price(used: Usage, settings: CostSettings) -> dict[str, Any]:
     def per_million(part: float, count: int) -> dict[str, float | None] | None:
         if count == 0:
             return None
-        return {"hardware": _split(hardware, part, count), "electricity": _split(electricity, part, count), "total": _split(hardware + electricity, part, count)}
+        return {
+            "hardware": _split(hardware, part, count),
+            "electricity": _split(electricity, part, count),
+            "total": _split(hardware + electricity, part, count),
+        }
 
     return {
         **settings.describe(),

@@ -127,8 +127,15 @@ def find_country(query: str, table: Path | None = None) -> Country:
             if price is None:
                 raise UserError(f"{path} has no electricity price for {row['country']} ({row['iso3']}): {row['price_source']}; add usd_per_kwh to its row")
             return Country(
-                row["iso3"], row["country"], row["currency"], price, row["price_date"], row["price_source"],
-                _number(row["gco2e_per_kwh"]), row["carbon_year"], row["carbon_source"],
+                row["iso3"],
+                row["country"],
+                row["currency"],
+                price,
+                row["price_date"],
+                row["price_source"],
+                _number(row["gco2e_per_kwh"]),
+                row["carbon_year"],
+                row["carbon_source"],
             )
     labels = {row["country"].casefold(): f"{row['country']} ({row['iso3']})" for row in rows}
     labels.update({row["iso3"].casefold(): f"{row['country']} ({row['iso3']})" for row in rows})

@@ -135,10 +135,19 @@ def language_table(costs: RunCosts) -> Table:
     code = costs.settings.currency.code
     table = Table(title=f"Cost per model and language — {costs.run_dir.name}", caption=escape(_caption(costs)), caption_justify="left")
     headings = [
-        ("model", "left"), ("language", "left"), ("prefill tok/s", "right"), ("decode tok/s", "right"),
-        (f"{code} / 1M input tok", "right"), (f"{code} / 1M output tok", "right"), ("tokens / word", "right"),
-        ("premium vs eng", "right"), (f"{code} / 1,000 words", "right"), (f"{code} / sentence", "right"),
-        ("kWh / 1M tok", "right"), ("gCO2e / 1M tok", "right"), ("energy method", "left"),
+        ("model", "left"),
+        ("language", "left"),
+        ("prefill tok/s", "right"),
+        ("decode tok/s", "right"),
+        (f"{code} / 1M input tok", "right"),
+        (f"{code} / 1M output tok", "right"),
+        ("tokens / word", "right"),
+        ("premium vs eng", "right"),
+        (f"{code} / 1,000 words", "right"),
+        (f"{code} / sentence", "right"),
+        ("kWh / 1M tok", "right"),
+        ("gCO2e / 1M tok", "right"),
+        ("energy method", "left"),
     ]
     for heading, justify in headings:
         table.add_column(heading, justify=justify, overflow="fold")  # type: ignore[arg-type]
@@ -147,13 +156,19 @@ def language_table(costs: RunCosts) -> Table:
         throughput = cost.get("throughput") or {}
         premium = figures.get("premium_vs_reference")
         table.add_row(
-            row["model"], f"{display_name(row['language'])} ({row['language']})",
+            row["model"],
+            f"{display_name(row['language'])} ({row['language']})",
             _number((throughput.get("prefill_tokens_per_second") or {}).get("overall"), 0),
             _number((throughput.get("decode_tokens_per_second") or {}).get("overall"), 1),
-            _per_million(cost, "per_1m_input_tokens"), _per_million(cost, "per_1m_output_tokens"),
-            _number(figures.get("tokens_per_word")), "–" if premium is None else f"{premium:.2f}×",
-            money(figures.get("per_1000_words")), money(figures.get("per_sentence")),
-            _number(cost.get("kwh_per_1m_tokens"), 3), _number(cost.get("gco2e_per_1m_tokens"), 0), (cost.get("energy") or {}).get("method") or "–",
+            _per_million(cost, "per_1m_input_tokens"),
+            _per_million(cost, "per_1m_output_tokens"),
+            _number(figures.get("tokens_per_word")),
+            "–" if premium is None else f"{premium:.2f}×",
+            money(figures.get("per_1000_words")),
+            money(figures.get("per_sentence")),
+            _number(cost.get("kwh_per_1m_tokens"), 3),
+            _number(cost.get("gco2e_per_1m_tokens"), 0),
+            (cost.get("energy") or {}).get("method") or "–",
         )
     return table
 
@@ -167,15 +182,26 @@ def api_table(costs: RunCosts) -> Table:
         caption=f"The whole run here: {code} {money(total['total'])} (hardware {money(total['hardware'])}, electricity {money(total['electricity'])}).",
         caption_justify="left",
     )
-    headings = ("model", f"{code} / 1M input tok", f"{code} / 1M output tok", "input / output tokens", f"here ({costs.settings.hardware.name})", "same model, cheapest API", *references)
+    headings = (
+        "model",
+        f"{code} / 1M input tok",
+        f"{code} / 1M output tok",
+        "input / output tokens",
+        f"here ({costs.settings.hardware.name})",
+        "same model, cheapest API",
+        *references,
+    )
     for heading in headings:
         table.add_column(heading, justify="left" if heading == "model" else "right", overflow="fold")
     for row in costs.models:
         cost, apis = row["cost"], row["apis"]
         same = apis["same_model"]
         table.add_row(
-            row["model"], _per_million(cost, "per_1m_input_tokens"), _per_million(cost, "per_1m_output_tokens"),
-            f"{cost['tokens']['input']:,} / {cost['tokens']['output']:,}", money(cost["total"]["total"]),
+            row["model"],
+            _per_million(cost, "per_1m_input_tokens"),
+            _per_million(cost, "per_1m_output_tokens"),
+            f"{cost['tokens']['input']:,} / {cost['tokens']['output']:,}",
+            money(cost["total"]["total"]),
             f"{money(same['cost'])} ({same['api']})" if same else "not listed",
             *(money(api["cost"]) for api in apis["reference"]),
         )
@@ -185,7 +211,11 @@ def api_table(costs: RunCosts) -> Table:
 def _caption(costs: RunCosts) -> str:
     settings = costs.settings
     hardware, country, currency = settings.hardware, settings.country, settings.currency
-    owned = "rented, electricity included" if hardware.electricity_included else f"electricity {currency.code} {country.usd_per_kwh * currency.per_usd:.3g}/kWh ({country.price_source}, {country.price_date})"
+    owned = (
+        "rented, electricity included"
+        if hardware.electricity_included
+        else f"electricity {currency.code} {country.usd_per_kwh * currency.per_usd:.3g}/kWh ({country.price_source}, {country.price_date})"
+    )
     carbon = f"{country.gco2e_per_kwh:g} gCO2e/kWh" if country.gco2e_per_kwh is not None else "grid carbon unknown"
     lines = [
         f"Priced as hardware '{hardware.name}' ({hardware.description}) in {country.name}: {owned}; {carbon}.",

@@ -139,7 +139,9 @@ class HFBackend:
         self.model.eval()
         self.input_device = self.model.device if spec.device_map is None else next(self.model.parameters()).device
         self.batch_size = batch_size if isinstance(batch_size, int) else (GPU_AUTO_BATCH if self.device.startswith("cuda") else CPU_AUTO_BATCH)
-        self.max_length = spec.max_length or min(getattr(self.model.config, "max_position_embeddings", DEFAULT_MAX_LENGTH) or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH)
+        self.max_length = spec.max_length or min(
+            getattr(self.model.config, "max_position_embeddings", DEFAULT_MAX_LENGTH) or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH
+        )
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self.prefix_token_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
@@ -189,7 +191,7 @@ class HFBackend:
         except (ValueError, OSError) as error:
             raise _load_error(spec.ref, error) from None
         if not offload and not spec.quantization:
-            model.to(self.device)
+            model.to(self.device)  # type: ignore[arg-type]
         return model, tokenizer
 
     def _chat_template_enabled(self, setting: bool | str) -> bool:
@@ -381,7 +383,8 @@ class HFBackend:
             scores[index] = result
         return [
             LoglikelihoodResult(
-                logprob=logprob, is_greedy=greedy,
+                logprob=logprob,
+                is_greedy=greedy,
                 input_tokens=min(len(context_ids) + len(continuation_ids) - 1, self.max_length),
                 continuation_tokens=min(len(continuation_ids), self.max_length),
             )
@@ -458,8 +461,11 @@ class HFBackend:
             text = self.tokenizer.decode(generated[:produced], skip_special_tokens=True)
             results.append(
                 GenerationResult(
-                    text=truncate_at_stop(text, params.stop), input_tokens=len(prompt), output_tokens=produced,
-                    ttft_seconds=first - started, decode_seconds=ended - first,
+                    text=truncate_at_stop(text, params.stop),
+                    input_tokens=len(prompt),
+                    output_tokens=produced,
+                    ttft_seconds=first - started,
+                    decode_seconds=ended - first,
                 )
             )
         return results

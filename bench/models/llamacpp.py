@@ -9,14 +9,12 @@ requests that share a prefix (for instance the context of multiple-choice questi
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 
 from bench.config import BatchSize, ModelConfig
 from bench.errors import UserError
@@ -33,10 +31,12 @@ from bench.models.base import (
     truncate_at_stop,
 )
 from bench.models.memory import check_fits_bytes
+from bench.models.native_probe import probe_llama_cpp
 from bench.models.sources import ModelSource, resolve
+from bench.models.threads import physical_cores
 
 DEFAULT_CONTEXT = 2048
-INSTALL_HINT = "install it with `pip install 'accessbench[llamacpp]'` (it builds llama.cpp from source, about 5 minutes)"
+INSTALL_HINT = "install it with `python install.py llamacpp` in the accessbench checkout (it builds llama.cpp from source for this CPU, 5-12 minutes)"
 
 
 def llama_cpp_installed() -> bool:
@@ -67,6 +67,9 @@ def preflight(spec: ModelConfig) -> tuple[ModelSource, int]:
     if source.kind != "gguf":
         raise UserError(f"backend llamacpp runs GGUF files; {spec.ref} is a transformers checkpoint, so use backend: hf for it")
     path = Path(source.location)
+    probe = probe_llama_cpp()
+    if not probe.ok:
+        raise UserError(f"backend llamacpp cannot run here: {probe.reason}; or use backend: hf")
     trained, vocabulary = _gguf_context_and_vocabulary(path)
     n_ctx = spec.max_length or min(trained, DEFAULT_CONTEXT)
     # Weights (the file) plus the float32 logits kept for every position of the context.
@@ -86,8 +89,14 @@ class LlamaCppBackend:
         path = Path(self.source.location)
         gpu_layers = -1 if spec.device.startswith("cuda") else 0
         self.llm = Llama(
-            model_path=str(path), n_ctx=n_ctx, n_batch=512, logits_all=True, verbose=False, seed=seed,
-            n_gpu_layers=gpu_layers, n_threads=psutil.cpu_count(logical=False) or os.cpu_count(),
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=512,
+            logits_all=True,
+            verbose=False,
+            seed=seed,
+            n_gpu_layers=gpu_layers,
+            n_threads=physical_cores(),
         )
         self.batch_size = batch_size if isinstance(batch_size, int) else 8  # requests per runner chunk; llama.cpp runs one sequence at a time
         self.max_length = n_ctx
@@ -96,8 +105,13 @@ class LlamaCppBackend:
         self.chat_formatter = self._chat_formatter(spec.chat_template)
         self.time_first_token = True
         self.info = ModelInfo(
-            ref=spec.ref, backend="llamacpp", parameters=int(self.llm._model.n_params()), dtype=self._file_type(),
-            device="cuda" if gpu_layers else "cpu", quantization=self._file_type(), source=str(path),
+            ref=spec.ref,
+            backend="llamacpp",
+            parameters=int(self.llm._model.n_params()),
+            dtype=self._file_type(),
+            device="cuda" if gpu_layers else "cpu",
+            quantization=self._file_type(),
+            source=str(path),
         )
 
     def _file_type(self) -> str:
@@ -198,8 +212,12 @@ class LlamaCppBackend:
             produced = 0
             streamed = b""  # per-token bytes, only to spot stop strings early; the text is decoded whole at the end
             sampler = self.llm.generate(
-                prompt, temp=0.0 if params.greedy else params.temperature, top_k=1 if params.greedy else 0,
-                top_p=params.top_p, min_p=0.0, repeat_penalty=1.0,
+                prompt,
+                temp=0.0 if params.greedy else params.temperature,
+                top_k=1 if params.greedy else 0,
+                top_p=params.top_p,
+                min_p=0.0,
+                repeat_penalty=1.0,
             )
             for token in sampler:
                 first = first if first is not None else time.perf_counter()
@@ -216,8 +234,11 @@ class LlamaCppBackend:
             first = first if first is not None else ended
             results.append(
                 GenerationResult(
-                    text=truncate_at_stop(text, params.stop), input_tokens=len(prompt), output_tokens=produced,
-                    ttft_seconds=first - started, decode_seconds=ended - first,
+                    text=truncate_at_stop(text, params.stop),
+                    input_tokens=len(prompt),
+                    output_tokens=produced,
+                    ttft_seconds=first - started,
+                    decode_seconds=ended - first,
                 )
             )
         return results

@@ -67,7 +67,9 @@ def check_fits_bytes(ref: str, needed: int, device: str, max_memory: dict[str, s
     """Raise a one-line UserError when ``needed`` bytes do not fit (for backends that know their bytes, not a dtype)."""
     available, where = available_bytes(device, max_memory, offload=False)
     if needed > available:
-        raise UserError(f"model {ref} needs about {gib(needed)} but only {gib(available)} of {where} is free; choose a smaller model or a shorter context (max_length)")
+        raise UserError(
+            f"model {ref} needs about {gib(needed)} but only {gib(available)} of {where} is free; choose a smaller model or a shorter context (max_length)"
+        )
 
 
 def check_fits(ref: str, estimate: MemoryEstimate, device: str, max_memory: dict[str, str] | None, offload: bool) -> None:

@@ -7,13 +7,18 @@ from typing import Literal
 from bench.config import BatchSize, ModelConfig
 from bench.models.base import Backend
 from bench.models.llamacpp import llama_cpp_installed
+from bench.models.native_probe import probe_llama_cpp
 from bench.models.sources import ModelSource, resolve
 
 BackendName = Literal["hf", "llamacpp"]
 
 
-def choose_backend(spec: ModelConfig) -> BackendName:
-    """``backend: auto`` → llama.cpp for a GGUF model on a CPU when llama-cpp-python is installed, else transformers."""
+def choose_backend(spec: ModelConfig, notes: list[str] | None = None) -> BackendName:
+    """``backend: auto`` → llama.cpp for a GGUF model on a CPU when llama-cpp-python is installed
+    and its build passes the probe on this machine (``bench.models.native_probe``), else transformers.
+
+    When the probe fails, ``notes`` gets one line saying why and how to fix the build.
+    """
     if spec.backend != "auto":
         return spec.backend
     if spec.device.startswith("cuda") or spec.quantization or spec.device_map:
@@ -23,12 +28,19 @@ def choose_backend(spec: ModelConfig) -> BackendName:
     import torch
 
     on_cpu = spec.device == "cpu" or (spec.device == "auto" and not torch.cuda.is_available())
-    return "llamacpp" if on_cpu and resolve(spec.ref, spec.revision).kind == "gguf" else "hf"
+    if not (on_cpu and resolve(spec.ref, spec.revision).kind == "gguf"):
+        return "hf"
+    probe = probe_llama_cpp()
+    if not probe.ok:
+        if notes is not None:
+            notes.append(f"{spec.ref} runs on transformers, not llama.cpp: {probe.reason}")
+        return "hf"
+    return "llamacpp"
 
 
-def with_backend(spec: ModelConfig) -> ModelConfig:
+def with_backend(spec: ModelConfig, notes: list[str] | None = None) -> ModelConfig:
     """The same model with ``auto`` replaced by the backend that will run it (so run ids name it)."""
-    return spec if spec.backend != "auto" else spec.model_copy(update={"backend": choose_backend(spec)})
+    return spec if spec.backend != "auto" else spec.model_copy(update={"backend": choose_backend(spec, notes)})
 
 
 def preflight(spec: ModelConfig) -> ModelSource:

@@ -182,10 +182,10 @@ def _resolve_packaged(ref: str, name: str) -> ModelSource:
     try:
         path = model.locate()
     except (ModuleNotFoundError, FileNotFoundError, ValueError) as error:
-        raise UserError(f"model {ref} is installed but its weights could not be found ({error}); reinstall it with `{model.install_command} --force-reinstall`") from None
-    return ModelSource(
-        ref=ref, kind="gguf", location=str(path), cache_key=f"{model.package}-{model.version()}", title=model.title
-    )
+        raise UserError(
+            f"model {ref} is installed but its weights could not be found ({error}); reinstall it with `{model.install_command} --force-reinstall`"
+        ) from None
+    return ModelSource(ref=ref, kind="gguf", location=str(path), cache_key=f"{model.package}-{model.version()}", title=model.title)
 
 
 def _gguf_cache_key(path: Path) -> str:
@@ -240,7 +240,7 @@ def resolve(ref: str, revision: str | None = None) -> ModelSource:
                 return resolve(str(ggufs[0]))
             raise UserError(f"model folder {path} has no config.json; point at a transformers checkpoint folder or a .gguf file")
         return ModelSource(ref=ref, kind="local", location=str(path.resolve()), revision=revision)
-    if ref.startswith((".", "/", "~")) or os.sep in ref and not _HUB_ID.match(ref):
+    if ref.startswith((".", "/", "~")) or (os.sep in ref and not _HUB_ID.match(ref)):
         raise UserError(f"model path {ref} does not exist; check the path, or use hf:org/name for a Hub model")
     if _HUB_ID.match(ref):
         source = _resolve_hub(ref, ref)

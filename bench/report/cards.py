@@ -8,7 +8,7 @@ cost on the tested hardware and through the cheapest paid API.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,9 @@ def find_language(collection: Collection, requested: str) -> str:
     key = language_group(requested)
     present = languages_in(collection)
     if key not in present:
-        raise UserError(f"the results have no {display_name(requested)} ('{requested}'); they have: {short_list(f'{name} ({code})' for code, name in present.items())}")
+        raise UserError(
+            f"the results have no {display_name(requested)} ('{requested}'); they have: {short_list(f'{name} ({code})' for code, name in present.items())}"
+        )
     return key
 
 
@@ -100,7 +102,7 @@ def _same_items(cell: Cell, english: Cell) -> dict[str, Any] | None:
     shared = sorted(set(mine) & set(theirs))
     if not shared:
         return None
-    seed = int((cell.run.manifest.get("seed") or 0))
+    seed = int(cell.run.manifest.get("seed") or 0)
     here = aggregate(METRICS[metric], [mine[i] for i in shared], seed)
     there = aggregate(METRICS[metric], [theirs[i] for i in shared], seed)
     return {"items": len(shared), "score": here, "english": there}
@@ -126,21 +128,36 @@ def model_entries(collection: Collection, language: str, verdicts: Verdicts) -> 
             english = next((other for other in cells if other.task == cell.task and other.language_group == ENGLISH), None)
             compared = _same_items(cell, english) if english is not None and language != ENGLISH else None
             label, text = verdicts.judge(cell.task, value, int(cell.summary.get("n_samples") or 0))
-            rows.append({
-                "task": cell.task, "purpose": verdicts.purpose(cell.task), "metric": metric_label(metric),
-                "score": format_score(metric, score), "n_items": cell.summary.get("n_samples"),
-                "english": _english_text(language, metric, english, compared),
-                "english_items": compared["items"] if compared else None, "label": label, "verdict": text,
-            })
+            rows.append(
+                {
+                    "task": cell.task,
+                    "purpose": verdicts.purpose(cell.task),
+                    "metric": metric_label(metric),
+                    "score": format_score(metric, score),
+                    "n_items": cell.summary.get("n_samples"),
+                    "english": _english_text(language, metric, english, compared),
+                    "english_items": compared["items"] if compared else None,
+                    "label": label,
+                    "verdict": text,
+                }
+            )
         figures = collection.language_cost(here[0]) or {}
         model_cost = collection.model_cost(here[0]) or {}
         premium = next((cell.summary["metrics"]["token_premium"]["value"] for cell in here if "token_premium" in (cell.summary.get("metrics") or {})), None)
-        entries.append({
-            "title": here[0].title, "run_id": here[0].run.run_id, "hardware": here[0].run.hardware, "profile": here[0].run.costs.settings.hardware.name,
-            "country": here[0].run.costs.settings.country.name, "rows": rows, "premium": premium,
-            "per_1000_words": figures.get("per_1000_words"), "tokens_per_word": figures.get("tokens_per_word"),
-            **_api_costs(model_cost.get("apis") or {}, figures.get("tokens_per_word")),
-        })
+        entries.append(
+            {
+                "title": here[0].title,
+                "run_id": here[0].run.run_id,
+                "hardware": here[0].run.hardware,
+                "profile": here[0].run.costs.settings.hardware.name,
+                "country": here[0].run.costs.settings.country.name,
+                "rows": rows,
+                "premium": premium,
+                "per_1000_words": figures.get("per_1000_words"),
+                "tokens_per_word": figures.get("tokens_per_word"),
+                **_api_costs(model_cost.get("apis") or {}, figures.get("tokens_per_word")),
+            }
+        )
     return entries
 
 
@@ -157,6 +174,7 @@ def _english_text(language: str, metric: str | None, english: Cell | None, compa
 
 def _api_costs(apis: dict[str, Any], tokens_per_word: float | None) -> dict[str, Any]:
     """1,000 words through the same model's cheapest API listing, and through the cheapest reference API."""
+
     def per_1000(api: dict[str, Any] | None) -> dict[str, Any] | None:
         if api is None or tokens_per_word is None:
             return None
@@ -182,10 +200,24 @@ def write_card(collection: Collection, language: str, out: Path, verdicts_path: 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot write the card to {out} ({error.strerror or error}); choose a writable folder with --out DIR") from None
-    html = environment().get_template("card.html").render(
-        **page_context(script=False), title=f"Which AI models can work in {name}? — fitness card", root="", language=name, code=key,
-        entries=entries, thresholds=verdicts.levels, task_thresholds=threshold_tasks, min_items=verdicts.min_items, verdicts_file=source.name,
-        runs=collection.runs, money=money, built_at=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+    html = (
+        environment()
+        .get_template("card.html")
+        .render(
+            **page_context(script=False),
+            title=f"Which AI models can work in {name}? — fitness card",
+            root="",
+            language=name,
+            code=key,
+            entries=entries,
+            thresholds=verdicts.levels,
+            task_thresholds=threshold_tasks,
+            min_items=verdicts.min_items,
+            verdicts_file=source.name,
+            runs=collection.runs,
+            money=money,
+            built_at=datetime.now(UTC).strftime("%Y-%m-%d"),
+        )
     )
     path = out / f"card-{slug(key)}.html"
     path.write_text(html, encoding="utf-8")

@@ -227,7 +227,9 @@ class Collection:
 
 
 def _scores(summary: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: (metric.get("value"), metric.get("ci_low"), metric.get("ci_high"), metric.get("n")) for name, metric in (summary.get("metrics") or {}).items()}
+    return {
+        name: (metric.get("value"), metric.get("ci_low"), metric.get("ci_high"), metric.get("n")) for name, metric in (summary.get("metrics") or {}).items()
+    }
 
 
 def collect(paths: Sequence[Path | str]) -> Collection:
@@ -259,4 +261,3 @@ def collect(paths: Sequence[Path | str]) -> Collection:
                     known.conflict = f"{cell.folder} has other scores for the same config than {known.folder}"
                     conflicts.append(f"{cell.title} · {cell.task} · {cell.language}: {known.conflict}; the first is shown")
     return Collection(runs, list(cells.values()), duplicates, conflicts)
-

@@ -22,11 +22,15 @@ class Candidate:
 
 
 def _memory_gb(cells: list[Cell]) -> float | None:
-    peaks = [value for cell in cells if cell.cost for value in (cell.cost["memory"].get("peak_rss_mb"), cell.cost["memory"].get("peak_vram_mb")) if value is not None]
+    peaks = [
+        value for cell in cells if cell.cost for value in (cell.cost["memory"].get("peak_rss_mb"), cell.cost["memory"].get("peak_vram_mb")) if value is not None
+    ]
     return max(peaks) / 1024 if peaks else None
 
 
-def recommend(collection: Collection, language: str, max_usd_per_1000_words: float | None = None, max_memory_gb: float | None = None) -> tuple[str, list[Candidate], list[Candidate]]:
+def recommend(
+    collection: Collection, language: str, max_usd_per_1000_words: float | None = None, max_memory_gb: float | None = None
+) -> tuple[str, list[Candidate], list[Candidate]]:
     """(language name, models that fit ranked by quality, models excluded with their reasons)."""
     key = find_language(collection, language)
     verdicts, _ = load_verdicts()
@@ -34,16 +38,20 @@ def recommend(collection: Collection, language: str, max_usd_per_1000_words: flo
     groups: dict[tuple[str, str], list[Cell]] = {}
     for cell in collection.cells:
         groups.setdefault((cell.slug, str(cell.run.path)), []).append(cell)
-    fits, excluded = [], []
+    fits: list[Candidate] = []
+    excluded: list[Candidate] = []
     for cells in groups.values():
         first = cells[0]
         here = [cell for cell in cells if cell.language_group == key]
         scored = [(cell.task, q) for cell in here if (q := quality(cell.metric, (cell.summary.get("metrics") or {}).get(cell.metric or ""))) is not None]
         figures = collection.language_cost(here[0]) if here else None
         candidate = Candidate(
-            model=first.title, hardware=f"{first.run.costs.settings.hardware.name} ({first.run.hardware})",
-            quality=sum(q for _, q in scored) / len(scored) if scored else None, tasks=[verdicts.purpose(task) for task, _ in scored],
-            usd_per_1000_words=(figures or {}).get("per_1000_words"), memory_gb=_memory_gb(cells),
+            model=first.title,
+            hardware=f"{first.run.costs.settings.hardware.name} ({first.run.hardware})",
+            quality=sum(q for _, q in scored) / len(scored) if scored else None,
+            tasks=[verdicts.purpose(task) for task, _ in scored],
+            usd_per_1000_words=(figures or {}).get("per_1000_words"),
+            memory_gb=_memory_gb(cells),
         )
         if not here:
             candidate.reasons.append(f"not tested in {name}")

@@ -14,7 +14,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +100,18 @@ def heatmaps(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             fraction = (row["quality"] - low) / (high - low) if high > low else 0.5
             colour, ink = _heat(fraction)
             short = row["score_text"].split(" [")[0]
-            grid.setdefault(label, {}).setdefault(row["language_group"], {"colour": colour, "ink": ink, "short": short, "text": f"{row['language_name']}: {row['score_text']}"})
+            grid.setdefault(label, {}).setdefault(
+                row["language_group"], {"colour": colour, "ink": ink, "short": short, "text": f"{row['language_name']}: {row['score_text']}"}
+            )
         names = [(code, display_name(code)) for code in languages]
-        maps.append({"task": task, "metric_label": metric_label(scored[0]["metric"]), "languages": names, "rows": [(model, [cells.get(code) for code in languages]) for model, cells in grid.items()]})
+        maps.append(
+            {
+                "task": task,
+                "metric_label": metric_label(scored[0]["metric"]),
+                "languages": names,
+                "rows": [(model, [cells.get(code) for code in languages]) for model, cells in grid.items()],
+            }
+        )
     return maps
 
 
@@ -132,10 +141,16 @@ def scatter_points(collection: Collection) -> list[dict[str, Any]]:
         tokens = cost["tokens"]["input"] + cost["tokens"]["output"]
         if not tokens or cost["total"]["total"] <= 0:
             continue
-        points.append({
-            "label": cells[0].title, "hardware": f"{rows[0]['hardware_profile']} ({rows[0]['hardware']})",
-            "quality": sum(qualities) / len(qualities), "cost": cost["total"]["total"] / tokens * 1e6, "n": len(qualities), "frontier": False,
-        })
+        points.append(
+            {
+                "label": cells[0].title,
+                "hardware": f"{rows[0]['hardware_profile']} ({rows[0]['hardware']})",
+                "quality": sum(qualities) / len(qualities),
+                "cost": cost["total"]["total"] / tokens * 1e6,
+                "n": len(qualities),
+                "frontier": False,
+            }
+        )
     for point in pareto(points):
         point["frontier"] = True
     return points
@@ -162,17 +177,27 @@ def scatter_svg(points: Sequence[dict[str, Any]]) -> str:
     def y(quality: float) -> float:
         return top + (1 - quality / top_y) * (height - top - bottom)
 
-    parts = [f'<svg class="scatter" id="scatter-plot" viewBox="0 0 {width} {height}" role="img" aria-label="quality versus cost with the Pareto frontier" xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg class="scatter" id="scatter-plot" viewBox="0 0 {width} {height}" role="img" aria-label="quality versus cost with the Pareto frontier" xmlns="http://www.w3.org/2000/svg">'
+    ]
     for decade in range(low_x, high_x + 1):
         gx = x(10.0**decade)
-        parts.append(f'<line class="grid" x1="{gx:.1f}" y1="{top}" x2="{gx:.1f}" y2="{height - bottom}"/><text x="{gx:.1f}" y="{height - bottom + 16}" text-anchor="middle">{money(10.0**decade)}</text>')
+        parts.append(
+            f'<line class="grid" x1="{gx:.1f}" y1="{top}" x2="{gx:.1f}" y2="{height - bottom}"/><text x="{gx:.1f}" y="{height - bottom + 16}" text-anchor="middle">{money(10.0**decade)}</text>'
+        )
     for step in range(0, 11):
         value = top_y * step / 10
         if step % 2 == 0:
-            parts.append(f'<line class="grid" x1="{left}" y1="{y(value):.1f}" x2="{width - right}" y2="{y(value):.1f}"/><text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>')
-    parts.append(f'<line class="axis" x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}"/><line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}"/>')
+            parts.append(
+                f'<line class="grid" x1="{left}" y1="{y(value):.1f}" x2="{width - right}" y2="{y(value):.1f}"/><text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>'
+            )
+    parts.append(
+        f'<line class="axis" x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}"/><line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}"/>'
+    )
     parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 12}" text-anchor="middle">US$ per 1M tokens (log scale) — cheaper to the left</text>')
-    parts.append(f'<text transform="translate(16 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle">mean quality score (0–100) — better up</text>')
+    parts.append(
+        f'<text transform="translate(16 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle">mean quality score (0–100) — better up</text>'
+    )
     frontier = sorted((point for point in points if point["frontier"]), key=lambda p: p["cost"])
     if frontier:
         steps = [(x(frontier[0]["cost"]), y(frontier[0]["quality"]))]
@@ -205,7 +230,15 @@ def _sample_groups(collection: Collection, cells: Sequence[Cell]) -> list[dict[s
         for sample in cell.samples[:SAMPLES_PER_CELL]:
             values = sample.get("values") or {}
             score = ", ".join(f"{name} {values[name]:.2f}" for name in (cell.summary.get("metrics") or {}) if isinstance(values.get(name), (int, float)))
-            items.append({"doc_id": sample.get("doc_id"), "input": _clip(sample.get("input")), "output": _clip(sample.get("output")), "target": _clip(sample.get("target")), "score": score})
+            items.append(
+                {
+                    "doc_id": sample.get("doc_id"),
+                    "input": _clip(sample.get("input")),
+                    "output": _clip(sample.get("output")),
+                    "target": _clip(sample.get("target")),
+                    "score": score,
+                }
+            )
         groups.append({"task": cell.task, "language": cell.language, "language_name": display_name(cell.language), "run_id": cell.run.run_id, "entries": items})
     return groups
 
@@ -237,12 +270,25 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     def cell(text: str) -> str:
         return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
-    header = ["model", "size", "quantisation", "priced as", "run", "language", *(f"{task} ({metric_label(metric)})" for task, metric in columns), "$ / 1,000 words"]
+    header = [
+        "model",
+        "size",
+        "quantisation",
+        "priced as",
+        "run",
+        "language",
+        *(f"{task} ({metric_label(metric)})" for task, metric in columns),
+        "$ / 1,000 words",
+    ]
     out = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    for key, scores in lines.items():
-        out.append("| " + " | ".join([*(cell(part) for part in key), *(cell(scores.get(column, "–")) for column in columns), words.get(key, "–")]) + " |")
+    for line_key, scores in lines.items():
+        out.append(
+            "| " + " | ".join([*(cell(part) for part in line_key), *(cell(scores.get(column, "–")) for column in columns), words.get(line_key, "–")]) + " |"
+        )
     out.append("")
-    out.append("Scores: each task's headline metric with its 95 % bootstrap interval in brackets. $ / 1,000 words: US$, the language's tokens at the model's input-token price on the hardware it is priced as.")
+    out.append(
+        "Scores: each task's headline metric with its 95 % bootstrap interval in brackets. $ / 1,000 words: US$, the language's tokens at the model's input-token price on the hardware it is priced as."
+    )
     return "\n".join(out) + "\n"
 
 
@@ -254,18 +300,31 @@ def write_site(collection: Collection, out: Path, title: str = "accessbench lead
     except OSError as error:
         raise UserError(f"cannot write the site to {out} ({error.strerror or error}); choose a writable folder with --out DIR") from None
     env = environment()
-    common = {**page_context(), "built_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    common = {**page_context(), "built_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
     rows = _table_rows(collection)
     points = scatter_points(collection)
     scatter = {
-        "svg": scatter_svg(points), "points": points,
+        "svg": scatter_svg(points),
+        "points": points,
         "caption": "One point per model and run: its mean score over every task and language with a higher-is-better score (0–100), against what its "
         "tokens cost on the hardware it ran on. Green, joined by the dashed line: the Pareto frontier — no other model is both cheaper and better. "
         "Models tested on different tasks are not strictly comparable.",
     }
     models: dict[str, dict[str, Any]] = {}
     for row, cell in zip(rows, collection.cells):
-        entry = models.setdefault(row["page"], {"title": row["model"], "page": row["page"], "ref": row["model_ref"], "size": row["size"], "quantisation": row["quantisation"], "hardware": [], "cells": 0, "members": []})
+        entry = models.setdefault(
+            row["page"],
+            {
+                "title": row["model"],
+                "page": row["page"],
+                "ref": row["model_ref"],
+                "size": row["size"],
+                "quantisation": row["quantisation"],
+                "hardware": [],
+                "cells": 0,
+                "members": [],
+            },
+        )
         entry["cells"] += 1
         entry["members"].append((row, cell))
         label = f"{row['hardware']} (priced as {row['hardware_profile']})"
@@ -274,24 +333,44 @@ def write_site(collection: Collection, out: Path, title: str = "accessbench lead
     languages = sorted({(row["language_group"], display_name(row["language_group"])) for row in rows}, key=lambda pair: pair[1])
     metrics = sorted({row["metric"] for row in rows if row["metric"]}, key=lambda m: list(LABELS).index(m) if m in LABELS else 99)
     index = env.get_template("index.html").render(
-        **common, title=title, root="", cells=rows, runs=collection.runs, duplicates=collection.duplicates, conflicts=collection.conflicts,
-        tasks=list(dict.fromkeys(row["task"] for row in rows)), languages=languages, models=list(models.values()),
-        heatmaps=heatmaps(rows), scatter=scatter, metric_notes=[(metric_label(m), _arrow(m)) for m in metrics],
+        **common,
+        title=title,
+        root="",
+        cells=rows,
+        runs=collection.runs,
+        duplicates=collection.duplicates,
+        conflicts=collection.conflicts,
+        tasks=list(dict.fromkeys(row["task"] for row in rows)),
+        languages=languages,
+        models=list(models.values()),
+        heatmaps=heatmaps(rows),
+        scatter=scatter,
+        metric_notes=[(metric_label(m), _arrow(m)) for m in metrics],
     )
     (out / "index.html").write_text(index, encoding="utf-8")
     model_template = env.get_template("model.html")
     for page, entry in models.items():
         member_rows = [row for row, _ in entry["members"]]
         html = model_template.render(
-            **common, title=f"{entry['title']} — accessbench", root="../", model=entry, rows=member_rows,
-            samples=_sample_groups(collection, [cell for _, cell in entry["members"]]), per_cell=SAMPLES_PER_CELL,
+            **common,
+            title=f"{entry['title']} — accessbench",
+            root="../",
+            model=entry,
+            rows=member_rows,
+            samples=_sample_groups(collection, [cell for _, cell in entry["members"]]),
+            per_cell=SAMPLES_PER_CELL,
         )
         (out / "models" / page).write_text(html, encoding="utf-8")
     runs = [
         {
-            "run_id": run.run_id, "anchor": _run_anchor(run.run_id, run.path), "path": str(run.path), "config_hash": run.manifest.get("config_hash"),
-            "hardware": run.hardware, "profile": f"{run.costs.settings.hardware.name}, {run.costs.settings.country.name}",
-            "invocations": run.manifest.get("invocations", []), "manifest_json": json.dumps(run.manifest, indent=2, ensure_ascii=False, default=str),
+            "run_id": run.run_id,
+            "anchor": _run_anchor(run.run_id, run.path),
+            "path": str(run.path),
+            "config_hash": run.manifest.get("config_hash"),
+            "hardware": run.hardware,
+            "profile": f"{run.costs.settings.hardware.name}, {run.costs.settings.country.name}",
+            "invocations": run.manifest.get("invocations", []),
+            "manifest_json": json.dumps(run.manifest, indent=2, ensure_ascii=False, default=str),
         }
         for run in collection.runs
     ]
