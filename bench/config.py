@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, field_validator, model_serializer, model_validator
 
 from bench.errors import UserError, did_you_mean
 from bench.paths import DATA_ENV
@@ -38,7 +38,7 @@ class ModelConfig(_Strict):
     """One model to evaluate and how to load it."""
 
     ref: str = Field(min_length=1)
-    backend: Literal["auto", "hf", "llamacpp"] = "auto"
+    backend: str = "auto"  # auto, or a name from bench.models.registry
     revision: str | None = None
     dtype: Dtype = "auto"
     device: str = "auto"
@@ -49,6 +49,30 @@ class ModelConfig(_Strict):
     max_memory: dict[str, str] | None = None
     quantization: Literal["8bit", "4bit"] | None = None
     max_length: int | None = Field(None, ge=16)
+    # A backend's own keys (declared by its options model), written flat in the model entry.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_backend_options(cls, data: Any) -> Any:
+        """Keys that are not fields here belong to a backend's options model; keys no backend knows stay (and are errors)."""
+        if not isinstance(data, dict):
+            return data
+        loose = {key: value for key, value in data.items() if key not in cls.model_fields}
+        if not loose:
+            return data
+        from bench.models.registry import claim_options
+
+        backend, claimed = claim_options(str(data.get("backend", "auto")), loose)
+        rest = {key: value for key, value in data.items() if key not in claimed}
+        return {**rest, "backend": backend, "options": claimed} if claimed else data
+
+    @model_serializer(mode="wrap")
+    def _flat_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dump backend options flat, as written (and not at all when there are none, so run ids stay as they were)."""
+        data: dict[str, Any] = handler(self)
+        options = data.pop("options", None) or {}
+        return {**data, **options}
 
     @field_validator("device")
     @classmethod
@@ -56,6 +80,16 @@ class ModelConfig(_Strict):
         if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
             return value
         raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from bench.models.registry import backends
+
+        known = backends()
+        if value == "auto" or value in known:
+            return value
+        raise ValueError(f"unknown backend '{value}'{did_you_mean(value, [*known, 'auto'])}; known: auto, {', '.join(sorted(known))}")
 
     @field_validator("batch_size")
     @classmethod

@@ -22,7 +22,7 @@ from bench.data import DataMissing
 from bench.environment import git_commit, hardware, package_versions
 from bench.errors import UserError
 from bench.evaluation import evaluate_docs, generation_params, summarize
-from bench.models.base import Backend
+from bench.models.base import Backend, auto_batch_size
 from bench.models.registry import load_backend, preflight, with_backend
 from bench.results import CellKey, RunStore
 from bench.tasks import Doc, TaskSpec, get_task, load_docs, task_from_file
@@ -115,7 +115,7 @@ def make_plan(config: RunConfig) -> Plan:
     codes = _languages_per_task(tasks, config.languages, notes)
     models, slugs = [], set()
     for model in config.models:
-        source = preflight(model)  # reference, device and memory are checked before any run starts
+        source = preflight(model).source  # reference, device and memory are checked before any run starts
         slug = source.slug
         while slug in slugs:
             slug += "+"
@@ -166,6 +166,12 @@ def _cell_summary(cell: Cell, plan: Plan, config: RunConfig, samples: list[dict[
         "cost": cell_cost(ordered, plan.cost, [cell.model_title, cell.model.ref]),
         "written_at": _now(),
     }
+
+
+def _chunk_size(config: RunConfig, model: ModelConfig, device: str, kind: str) -> int:
+    """Items per checkpoint, from the config alone (never from a backend's out-of-memory back-off),
+    so a resumed run chunks exactly as an uninterrupted one."""
+    return auto_batch_size(config.batch_size_for(model), device) * (1 if kind == "generate" else 4)
 
 
 def _chunks(docs: list[Doc], size: int) -> list[list[Doc]]:
@@ -247,7 +253,7 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
                         watch.cell(label, model.backend)
                         if pending[cell.key] and backend is not None:
                             params = generation_params(cell.task, config.generation)
-                            size = getattr(backend, "batch_size", 8) * (1 if cell.task.kind == "generate" else 4)
+                            size = _chunk_size(config, model, backend.info.device, cell.task.kind)
                             for chunk in _chunks(cell.docs, size):
                                 todo_docs = [doc for doc in chunk if doc.id not in finished[cell.key]]
                                 if not todo_docs:
@@ -262,7 +268,7 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
                 finally:
                     if meter is not None:
                         meter.close()
-                    if backend is not None and hasattr(backend, "close"):
+                    if backend is not None:
                         backend.close()
             progress.update(bar, description="done")
     except KeyboardInterrupt:

@@ -227,3 +227,22 @@ def test_custom_code_needs_trust_remote_code(tmp_path: Path, tiny_model_dir: Pat
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="trust_remote_code: true"):
         HFBackend(ModelConfig(ref=str(tmp_path), device="cpu"))
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_scores(tiny_model_dir: Path) -> None:
+    texts = ["Sannu da zuwa, yaya aiki?", "Habari ya asubuhi.", "The cat sat on the mat today.", "Ina son koyon Hausa sosai."]
+    backend = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", backend="hf"), batch_size=4)
+    expected = [result.logprob for result in backend.loglikelihood_rolling(texts)]
+    forward, failed_batches = backend.model.forward, []
+
+    def forward_out_of_memory_once(*args, **kwargs):
+        rows = (kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]).shape[0]
+        if not failed_batches and rows > 1:
+            failed_batches.append(rows)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(*args, **kwargs)
+
+    backend.model.forward = forward_out_of_memory_once
+    again = [result.logprob for result in backend.loglikelihood_rolling(texts)]
+    assert failed_batches == [4] and backend.batch_size == 2
+    assert again == pytest.approx(expected, abs=1e-4)

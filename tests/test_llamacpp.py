@@ -60,6 +60,21 @@ def test_same_token_counts_as_transformers_on_the_same_gguf(llama, transformers_
     assert [r.input_tokens for r in rolling_ll] == [r.input_tokens for r in rolling_hf]
 
 
+def test_digits_after_a_space_tokenise_the_same_in_every_script(llama, transformers_backend) -> None:
+    """SmolLM2's GGUF declares pre-tokenizer 'smollm': each digit is its own piece, so ' ၂' is Ġ|á|ģ|Ĥ, never Ġá|ģ|Ĥ."""
+    texts = ["ခုနှစ် ၂၀၁၆ တွင်", "រយៈពេល ២០ឆ្នាំ។", "in 2016 and ٢٠١٦ and २०१६ and ໒໐໑໖"]
+    assert [llama._encode(text, special=False) for text in texts] == [transformers_backend._encode(text, special=False) for text in texts]
+
+
+def test_every_mirror_language_counts_the_same_tokens_on_its_whole_devtest(llama, transformers_backend, shared_data: Path) -> None:
+    """Token counts drive every cost-per-word figure: the backend must not change them (2,600 FLORES sentences)."""
+    task = get_task("flores_tax")
+    for path in sorted((shared_data / "flores200").glob("*.devtest.jsonl")):
+        texts = [doc.text or "" for doc in load_docs(task, path.name.split(".")[0], data_dir=shared_data)]
+        assert len(texts) == 200
+        assert llama.count_tokens(texts) == transformers_backend.count_tokens(texts), path.name
+
+
 def test_loglikelihoods_agree_with_transformers(llama, transformers_backend) -> None:
     """Q4_1 kernels vs dequantised float32: within 2 % of the total, and the same ranking."""
     requests = [LoglikelihoodRequest("The capital of France is", c) for c in (" Paris", " Berlin", " London", " a city")]

@@ -10,6 +10,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bench.models.sources import ModelSource
+
+CPU_AUTO_BATCH = 8  # CPU throughput stops improving past small batches; padding then only costs
+GPU_AUTO_BATCH = 64  # start here on a GPU and halve on out-of-memory
+
+
+def auto_batch_size(batch_size: int | str, device: str) -> int:
+    """The configured batch size, or the starting size ``auto`` means on this device."""
+    if isinstance(batch_size, int):
+        return batch_size
+    return GPU_AUTO_BATCH if device.startswith("cuda") else CPU_AUTO_BATCH
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What a backend's ``preflight(spec)`` checked and resolved before anything was loaded."""
+
+    source: ModelSource
+    memory_bytes: int  # the estimate the fit check used
+    resolved: dict[str, str | int]  # e.g. {"device": "cpu", "dtype": "float32"} or {"context": 2048}
+
 
 @dataclass(frozen=True)
 class GenerationParams:
@@ -91,6 +112,10 @@ class Backend(Protocol):
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Number of tokens the model's own tokenizer makes of each text (no special tokens)."""
+        ...
+
+    def close(self) -> None:
+        """Release the model (the runner holds one model at a time)."""
         ...
 
 

@@ -11,13 +11,52 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from bench.models.sources import ModelSource
 from bench.paths import cache_dir
 
+# Bump when what ensure_converted writes changes, so a checkpoint converted by older code is not reused.
+# 2: the tokenizer gets the pre-tokenizer the GGUF declares (see _match_declared_pre_tokenizer).
+CONVERSION_VERSION = 2
+
+# `tokenizer.ggml.pre` values for which llama.cpp cuts every \p{N} character into its own piece before
+# the GPT-2 split (llama-vocab.cpp: LLAMA_VOCAB_PRE_TYPE_STARCODER, REFACT, COMMAND_R, SMOLLM, CODESHELL,
+# EXAONE, MINERVA, MELLUM2), as the models' own tokenizer.json does with Digits(individual_digits=True).
+# transformers' GGUF loader does not know these names and falls back to plain GPT-2 byte-level, which
+# lets a space join the digits after it (" ၂" -> "Ġá"+..., instead of "Ġ"+"á"+...).
+_DIGIT_SPLITTING_PRE = frozenset({"starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b", "mellum2"})
+
 
 def converted_dir(source: ModelSource) -> Path:
-    return cache_dir() / "converted" / (source.cache_key or Path(source.location).stem)
+    key = source.cache_key or Path(source.location).stem
+    return cache_dir() / "converted" / f"{key}-c{CONVERSION_VERSION}"
+
+
+def _gguf_string(fields: dict[str, Any], key: str) -> str | None:
+    field = fields.get(key)
+    return bytes(field.parts[-1]).decode("utf-8") if field is not None else None
+
+
+def _match_declared_pre_tokenizer(tokenizer: Any, gguf: Path) -> None:
+    """Give ``tokenizer`` the pre-tokenizer the GGUF's ``tokenizer.ggml.pre`` names, where transformers picks another.
+
+    Both backends then cut text the way llama.cpp (and the model's original tokenizer) does, so they
+    count the same tokens.
+    """
+    from gguf import GGUFReader
+    from tokenizers import pre_tokenizers
+
+    fields = GGUFReader(str(gguf)).fields
+    if _gguf_string(fields, "tokenizer.ggml.model") != "gpt2":
+        return
+    if _gguf_string(fields, "tokenizer.ggml.pre") in _DIGIT_SPLITTING_PRE:
+        tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+            ]
+        )
 
 
 def ensure_converted(source: ModelSource) -> Path:
@@ -32,6 +71,7 @@ def ensure_converted(source: ModelSource) -> Path:
     with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    _match_declared_pre_tokenizer(tokenizer, gguf)
     # The loaded weights are plain dequantised tensors; drop the GGUF marker so they can be saved.
     model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
@@ -40,7 +80,7 @@ def ensure_converted(source: ModelSource) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    (staging / "SOURCE.txt").write_text(f"converted from {gguf}\n", encoding="utf-8")
+    (staging / "SOURCE.txt").write_text(f"converted from {gguf}\nconversion version {CONVERSION_VERSION}\n", encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)
     staging.replace(target)
     return target

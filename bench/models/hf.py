@@ -25,7 +25,9 @@ from bench.models.base import (
     LoglikelihoodRequest,
     LoglikelihoodResult,
     ModelInfo,
+    Preflight,
     RollingResult,
+    auto_batch_size,
     rolling_windows,
     split_pair,
     truncate_at_stop,
@@ -38,8 +40,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CPU_AUTO_BATCH = 8  # CPU throughput stops improving past small batches; padding then only costs
-GPU_AUTO_BATCH = 64  # start here on a GPU and halve on out-of-memory
 SCORING_BUDGET_BYTES = 512 * 2**20  # cap on the float32 logits (and copied KV cache) one scoring batch may materialise
 DEFAULT_MAX_LENGTH = 8192
 # The fixed cost of a forward pass in tokens' worth of work (every weight is read once per pass):
@@ -97,10 +97,10 @@ def _load_error(ref: str, error: ValueError | OSError) -> UserError:
     return UserError(f"model {ref} could not be loaded: {first_line}")
 
 
-def preflight(spec: ModelConfig) -> tuple[ModelSource, str, str]:
+def preflight(spec: ModelConfig) -> Preflight:
     """Check a model before anything is loaded: its reference, device, dtype and whether it fits in memory.
 
-    Returns the resolved source, the device and the dtype name. Cheap: reads only configs and GGUF headers.
+    Resolves the device and the dtype name. Cheap: reads only configs and GGUF headers.
     """
     device = pick_device(spec.device)
     dtype_name = pick_dtype(spec.dtype, device)
@@ -124,8 +124,9 @@ def preflight(spec: ModelConfig) -> tuple[ModelSource, str, str]:
             parameters = _config_parameter_count(config, spec.trust_remote_code)
         except (ValueError, OSError) as error:
             raise _load_error(spec.ref, error) from None
-    check_fits(spec.ref, MemoryEstimate(parameters, precision), device, spec.max_memory, spec.device_map is not None)
-    return source, device, dtype_name
+    estimate = MemoryEstimate(parameters, precision)
+    check_fits(spec.ref, estimate, device, spec.max_memory, spec.device_map is not None)
+    return Preflight(source, estimate.bytes_needed, {"device": device, "dtype": dtype_name})
 
 
 class HFBackend:
@@ -133,12 +134,13 @@ class HFBackend:
 
     def __init__(self, spec: ModelConfig, batch_size: BatchSize = "auto", seed: int = 1234) -> None:
         self.spec = spec
-        self.source, self.device, self.dtype_name = preflight(spec)
+        checked = preflight(spec)
+        self.source, self.device, self.dtype_name = checked.source, str(checked.resolved["device"]), str(checked.resolved["dtype"])
         torch.manual_seed(seed)
         self.model, self.tokenizer = self._load(self.source)
         self.model.eval()
         self.input_device = self.model.device if spec.device_map is None else next(self.model.parameters()).device
-        self.batch_size = batch_size if isinstance(batch_size, int) else (GPU_AUTO_BATCH if self.device.startswith("cuda") else CPU_AUTO_BATCH)
+        self.batch_size = auto_batch_size(batch_size, self.device)
         self.max_length = spec.max_length or min(
             getattr(self.model.config, "max_position_embeddings", DEFAULT_MAX_LENGTH) or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH
         )

@@ -25,6 +25,7 @@ from bench.models.base import (
     LoglikelihoodRequest,
     LoglikelihoodResult,
     ModelInfo,
+    Preflight,
     RollingResult,
     rolling_windows,
     split_pair,
@@ -32,7 +33,7 @@ from bench.models.base import (
 )
 from bench.models.memory import check_fits_bytes
 from bench.models.native_probe import probe_llama_cpp
-from bench.models.sources import ModelSource, resolve
+from bench.models.sources import resolve
 from bench.models.threads import physical_cores
 
 DEFAULT_CONTEXT = 2048
@@ -59,8 +60,8 @@ def _gguf_context_and_vocabulary(path: Path) -> tuple[int, int]:
     return trained, len(fields["tokenizer.ggml.tokens"].data)
 
 
-def preflight(spec: ModelConfig) -> tuple[ModelSource, int]:
-    """Check a model for this backend before loading it; return its source and the context length to use."""
+def preflight(spec: ModelConfig) -> Preflight:
+    """Check a model for this backend before loading it; resolves the context length to use."""
     if not llama_cpp_installed():
         raise UserError(f"backend llamacpp needs llama-cpp-python; {INSTALL_HINT}, or use backend: hf")
     source = resolve(spec.ref, spec.revision)
@@ -74,8 +75,9 @@ def preflight(spec: ModelConfig) -> tuple[ModelSource, int]:
     n_ctx = spec.max_length or min(trained, DEFAULT_CONTEXT)
     # Weights (the file) plus the float32 logits kept for every position of the context.
     device = "cuda" if spec.device.startswith("cuda") else "cpu"
-    check_fits_bytes(spec.ref, path.stat().st_size + n_ctx * vocabulary * 4, device, spec.max_memory)
-    return source, n_ctx
+    needed = path.stat().st_size + n_ctx * vocabulary * 4
+    check_fits_bytes(spec.ref, needed, device, spec.max_memory)
+    return Preflight(source, needed, {"context": n_ctx})
 
 
 class LlamaCppBackend:
@@ -83,7 +85,8 @@ class LlamaCppBackend:
 
     def __init__(self, spec: ModelConfig, batch_size: BatchSize = "auto", seed: int = 1234) -> None:
         self.spec = spec
-        self.source, n_ctx = preflight(spec)
+        checked = preflight(spec)
+        self.source, n_ctx = checked.source, int(checked.resolved["context"])
         from llama_cpp import Llama
 
         path = Path(self.source.location)
