@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -10,11 +9,11 @@ from typing import Any
 
 from bench.config import GenerationConfig
 from bench.cost.meter import Meter, Reading, split_reading
-from bench.metrics import METRICS, CorpusMetric, aggregate, extract_number, normalise_text, text_stats, token_f1
-from bench.models.base import Backend, GenerationParams, GenerationRequest, LoglikelihoodRequest
+from bench.kinds import task_kind
+from bench.kinds.base import SampleRecord
+from bench.metrics import METRICS, aggregate
+from bench.models.base import Backend, GenerationParams
 from bench.tasks import Doc, TaskSpec
-
-SampleRecord = dict[str, Any]
 
 
 def generation_params(spec: TaskSpec, defaults: GenerationConfig) -> GenerationParams:
@@ -23,27 +22,6 @@ def generation_params(spec: TaskSpec, defaults: GenerationConfig) -> GenerationP
     max_new = defaults.max_new_tokens if "max_new_tokens" in chosen or spec.generation.max_new_tokens is None else spec.generation.max_new_tokens
     stop = defaults.stop if "stop" in chosen or spec.generation.stop is None else spec.generation.stop
     return GenerationParams(max_new_tokens=max_new, stop=tuple(stop), greedy=defaults.greedy, temperature=defaults.temperature, top_p=defaults.top_p)
-
-
-def _score_generation(spec: TaskSpec, doc: Doc, output: str) -> dict[str, Any]:
-    """Per-sample values for the task's metrics; corpus metrics keep the sentence's sacrebleu statistics."""
-    target, values = doc.target or "", dict[str, Any]()
-    for name in spec.metrics:
-        metric = METRICS[name]
-        if isinstance(metric, CorpusMetric):
-            values[metric.column] = metric.sentence_stats(output.strip(), target.strip())
-        elif name == "exact_match_number":
-            predicted = extract_number(output)
-            values[name] = float(predicted is not None and predicted == extract_number(target))
-        elif name == "exact_match":
-            values[name] = float(normalise_text(output) == normalise_text(target))
-        elif name == "f1":
-            values[name] = token_f1(output, target)
-    return values
-
-
-def _argmax(scores: Sequence[float]) -> int:
-    return max(range(len(scores)), key=lambda i: scores[i])
 
 
 def evaluate_docs(
@@ -61,77 +39,21 @@ def evaluate_docs(
     wall time is shared evenly.
     """
     started = time.perf_counter()
-    records: list[SampleRecord] = []
-    ttft: list[float | None] | None = None
-    decode: list[float | None] | None = None
+    kind = task_kind(spec.kind)
     with meter.measure() if meter is not None else nullcontext(Reading()) as reading:
-        if spec.kind == "generate":
-            answers = backend.generate([GenerationRequest(doc.prompt or "", params) for doc in docs])
-        elif spec.kind == "multiple_choice":  # every choice of every doc of the chunk in one backend call
-            choice_results = backend.loglikelihood([LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices])
-        elif spec.kind == "rolling_loglikelihood":
-            scored = backend.loglikelihood_rolling([doc.text or "" for doc in docs])
-        else:  # tokenizer_stats: the model's own tokenizer on the text and on its parallel reference
-            references = [reference.get(doc.id) if reference is not None else None for doc in docs]
-            counts = backend.count_tokens([doc.text or "" for doc in docs])
-            reference_counts = iter(backend.count_tokens([ref.text or "" for ref in references if ref is not None]))
-    if spec.kind == "generate":
-        ttft, decode = [answer.ttft_seconds for answer in answers], [answer.decode_seconds for answer in answers]
-        for doc, answer in zip(docs, answers):
-            records.append(_record(doc, doc.prompt, answer.text, _score_generation(spec, doc, answer.text), answer.input_tokens, answer.output_tokens))
-    elif spec.kind == "multiple_choice":
-        choice_answers = iter(choice_results)
-        for doc in docs:
-            results = [next(choice_answers) for _ in doc.choices]
-            logprobs = [result.logprob for result in results]
-            per_byte = [lp / len((" " + choice).encode("utf-8")) for lp, choice in zip(logprobs, doc.choices)]
-            predicted, predicted_norm = _argmax(logprobs), _argmax(per_byte)
-            values: dict[str, Any] = {
-                "acc": float(predicted == doc.gold),
-                "acc_norm_bytes": float(predicted_norm == doc.gold),
-                "gold": doc.gold,
-                "predicted": predicted,
-                "predicted_norm_bytes": predicted_norm,
-                "choice_logprobs": [round(lp, 4) for lp in logprobs],
-            }
-            input_tokens = sum(result.input_tokens for result in results)
-            records.append(_record(doc, doc.prompt, doc.choices[predicted], values, input_tokens, 0))
-    elif spec.kind == "rolling_loglikelihood":
-        for doc, result in zip(docs, scored):
-            values = {
-                "neg_logprob": -result.logprob,
-                "neg_log2_prob": -result.logprob / math.log(2),
-                "tokens": result.input_tokens,
-                **text_stats(doc.text or ""),
-            }
-            records.append(_record(doc, doc.text, None, values, result.input_tokens, 0))
-    else:
-        for doc, count, ref in zip(docs, counts, references):
-            values = {"tokens": count, **text_stats(doc.text or ""), "reference_tokens": next(reference_counts) if ref is not None else None}
-            records.append(_record(doc, doc.text, None, values, count, 0))
+        answers = kind.ask(spec, docs, backend, params, reference)
+    scored = kind.score(spec, docs, answers)
+    records = scored.records
     if meter is None:
         share = (time.perf_counter() - started) / max(1, len(records))
         for record in records:
             record["seconds"] = share
         return records
-    metered = split_reading(reading, [r["input_tokens"] for r in records], [r["output_tokens"] for r in records], ttft, decode)
+    metered = split_reading(reading, [r["input_tokens"] for r in records], [r["output_tokens"] for r in records], scored.ttft, scored.decode)
     for record, measured in zip(records, metered):
         record["seconds"] = measured["prefill_s"] + measured["decode_s"]
         record["meter"] = measured
     return records
-
-
-def _record(doc: Doc, shown_input: str | None, output: str | None, values: Mapping[str, Any], input_tokens: int, output_tokens: int) -> SampleRecord:
-    return {
-        "doc_id": doc.id,
-        "input": shown_input,
-        "target": doc.target,
-        "output": output,
-        "values": dict(values),
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        **({"choices": list(doc.choices)} if doc.choices else {}),
-    }
 
 
 def summarize(spec: TaskSpec, samples: Sequence[SampleRecord], seed: int) -> dict[str, Any]:

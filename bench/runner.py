@@ -22,6 +22,7 @@ from bench.data import DataMissing
 from bench.environment import git_commit, hardware, package_versions
 from bench.errors import UserError
 from bench.evaluation import evaluate_docs, generation_params, summarize
+from bench.kinds import TaskKind
 from bench.models.base import Backend, auto_batch_size
 from bench.models.registry import load_backend, preflight, with_backend
 from bench.results import CellKey, RunStore
@@ -128,7 +129,7 @@ def make_plan(config: RunConfig) -> Plan:
             try:
                 cell_docs = load_docs(task, code, config.limit, data_dir=config.data_dir, fewshot=config.fewshot, seed=config.seed)
                 reference = None
-                if task.kind == "tokenizer_stats" and task.reference_language:
+                if task.task_kind.needs_reference_language and task.reference_language:
                     reference = {doc.id: doc for doc in load_docs(task, task.reference_language, data_dir=config.data_dir)}
             except DataMissing as error:
                 missing.append(error)
@@ -168,10 +169,10 @@ def _cell_summary(cell: Cell, plan: Plan, config: RunConfig, samples: list[dict[
     }
 
 
-def _chunk_size(config: RunConfig, model: ModelConfig, device: str, kind: str) -> int:
+def _chunk_size(config: RunConfig, model: ModelConfig, device: str, kind: TaskKind) -> int:
     """Items per checkpoint, from the config alone (never from a backend's out-of-memory back-off),
-    so a resumed run chunks exactly as an uninterrupted one."""
-    return auto_batch_size(config.batch_size_for(model), device) * (1 if kind == "generate" else 4)
+    so a resumed run chunks exactly as an uninterrupted one; a generating kind's chunk is one batch."""
+    return auto_batch_size(config.batch_size_for(model), device) * (1 if kind.generates else 4)
 
 
 def _chunks(docs: list[Doc], size: int) -> list[list[Doc]]:
@@ -253,7 +254,7 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
                         watch.cell(label, model.backend)
                         if pending[cell.key] and backend is not None:
                             params = generation_params(cell.task, config.generation)
-                            size = _chunk_size(config, model, backend.info.device, cell.task.kind)
+                            size = _chunk_size(config, model, backend.info.device, cell.task.task_kind)
                             for chunk in _chunks(cell.docs, size):
                                 todo_docs = [doc for doc in chunk if doc.id not in finished[cell.key]]
                                 if not todo_docs:

@@ -19,22 +19,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.config import describe_validation_error
 from bench.data import Row, SourceSpec, UserFile, load_rows, parse_list, read_user_rows
 from bench.errors import UserError, did_you_mean, short_list
+from bench.kinds import KINDS, TaskKind
 from bench.languages import display_name, language_key, match_language
 from bench.metrics import METRICS
 from bench.paths import builtin_dir
 
-TaskKind = Literal["generate", "multiple_choice", "rolling_loglikelihood", "tokenizer_stats"]
-KIND_METRICS: dict[str, set[str]] = {
-    "generate": {"exact_match_number", "exact_match", "chrf_pp", "bleu", "f1"},
-    "multiple_choice": {"acc", "acc_norm_bytes"},
-    "rolling_loglikelihood": {"bits_per_byte", "nats_per_token", "perplexity_per_word"},
-    "tokenizer_stats": {"tokens_per_word", "tokens_per_char", "tokens_per_byte", "token_premium"},
-}
 LETTERS = string.ascii_uppercase
 
 
@@ -51,7 +45,7 @@ class TaskGeneration(_Strict):
 
 class TaskSpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
-    kind: TaskKind
+    kind: str  # a name in bench.kinds.KINDS
     description: str
     source: SourceSpec
     languages: list[str] = Field(min_length=1)
@@ -68,15 +62,24 @@ class TaskSpec(_Strict):
     generation: TaskGeneration = Field(default_factory=TaskGeneration)
     metrics: list[str] = Field(min_length=1)
 
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in KINDS:
+            raise ValueError(f"unknown kind '{value}'{did_you_mean(value, KINDS)}; known: {', '.join(KINDS)}")
+        return value
+
+    @property
+    def task_kind(self) -> TaskKind:
+        return KINDS[self.kind]
+
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
-        needs = {"generate": ("prompt", "target"), "multiple_choice": ("prompt", "target"), "rolling_loglikelihood": ("text",), "tokenizer_stats": ("text",)}[
-            self.kind
-        ]
-        missing = [name for name in needs if getattr(self, name) is None]
+        kind = self.task_kind
+        missing = [name for name in kind.templates if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a {self.kind} task needs {' and '.join(missing)}")
-        if self.kind == "multiple_choice" and (self.choices is None) == (self.choices_field is None):
+        if kind.has_choices and (self.choices is None) == (self.choices_field is None):
             raise ValueError("a multiple_choice task needs exactly one of choices (a list) or choices_field (a field holding the list)")
         for template in (self.prompt, self.text, self.target, *(self.choices or [])):
             if template is not None and any(name == "" for _, name, _, _ in string.Formatter().parse(template) if name is not None):
@@ -84,11 +87,11 @@ class TaskSpec(_Strict):
         for metric in self.metrics:
             if metric not in METRICS:
                 raise ValueError(f"unknown metric '{metric}'{did_you_mean(metric, METRICS)}")
-            if metric not in KIND_METRICS[self.kind]:
-                raise ValueError(f"metric '{metric}' does not apply to {self.kind} tasks; use {', '.join(sorted(KIND_METRICS[self.kind]))}")
-        if self.kind == "tokenizer_stats" and self.reference_language not in (None, *self.languages):
+            if metric not in kind.metrics:
+                raise ValueError(f"metric '{metric}' does not apply to {self.kind} tasks; use {', '.join(sorted(kind.metrics))}")
+        if kind.needs_reference_language and self.reference_language not in (None, *self.languages):
             raise ValueError(f"reference_language '{self.reference_language}' is not among the task's languages")
-        if self.fewshot and self.kind not in ("generate", "multiple_choice"):
+        if self.fewshot and not kind.prompted:
             raise ValueError(f"few-shot examples do not apply to {self.kind} tasks")
         if self.fewshot and self.source.fewshot_split is None:
             raise ValueError("fewshot needs source.fewshot_split (examples never come from the test split)")
@@ -174,11 +177,11 @@ def _gold(spec: TaskSpec, doc_id: str, target: str, choices: list[str]) -> int:
 def _row_to_doc(spec: TaskSpec, row: Row, doc_id: str, language: str) -> Doc:
     context = {"language_name": display_name(language), **row}
     choices: list[str] = []
-    if spec.kind == "multiple_choice":
+    if spec.task_kind.has_choices:
         choices = _choices(spec, context, doc_id)
         context["lettered_choices"] = "\n".join(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices))
     target = render(spec.target, context, spec.name) if spec.target else None
-    if spec.kind == "generate" and not (target or "").strip():
+    if spec.task_kind.needs_target and not (target or "").strip():
         raise _Unusable
     gold = _gold(spec, doc_id, target or "", choices) if choices else None
     return Doc(
@@ -236,7 +239,7 @@ def load_docs(
     """
     docs = sample_docs(_docs(spec, language, spec.source.split, data_dir), limit, seed)
     k = spec.fewshot if fewshot is None else fewshot
-    if not k or spec.kind not in ("generate", "multiple_choice"):
+    if not k or not spec.task_kind.prompted:
         return docs
     if spec.source.fewshot_split is None:
         raise UserError(f"task {spec.name} has no few-shot split (examples never come from its test data); run it with fewshot: 0")

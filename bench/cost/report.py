@@ -14,10 +14,9 @@ from rich.table import Table
 from bench.config import CostConfig
 from bench.cost.pricing import Usage, api_comparison, language_figures, per_language, price, unit_input_price, usage
 from bench.cost.profiles import CostSettings, resolve_cost
+from bench.kinds import KINDS, TaskKind
 from bench.languages import display_name
 from bench.results import MANIFEST, SAMPLES, SUMMARY, _read_samples, _run_dirs
-
-TAX = "tokenizer_stats"
 
 
 @dataclass
@@ -28,8 +27,13 @@ class CellData:
     samples: list[dict[str, Any]]
 
     @property
-    def kind(self) -> str:
-        return self.summary.get("task_kind", "")
+    def kind(self) -> TaskKind | None:
+        return KINDS.get(self.summary.get("task_kind", ""))
+
+    @property
+    def priced(self) -> bool:
+        """Ran inference (a kind this version does not know counts as inference)."""
+        return self.kind is None or self.kind.priced
 
     @property
     def language(self) -> str:
@@ -66,9 +70,9 @@ def _merged(cells: Sequence[CellData]) -> Usage:
 def _language_row(model: str, language: str, cells: list[CellData], input_price: float | None, settings: CostSettings) -> dict[str, Any]:
     """One model in one language; words are priced at the model's input-token price over all its languages,
     so that languages differ by their tokens only, not by timing noise between small cells."""
-    compute = [cell for cell in cells if cell.kind != TAX]
+    compute = [cell for cell in cells if cell.priced]
     priced = price(_merged(compute), settings) if compute else None  # counting tokens alone prices nothing
-    tax = [cell for cell in cells if cell.kind == TAX]
+    tax = [cell for cell in cells if not cell.priced]
     if tax:  # the language-tax task measured these on the model's own tokenizer: reuse them
         figures = language_figures(tax[0].samples)
         figures.update(
@@ -78,7 +82,7 @@ def _language_row(model: str, language: str, cells: list[CellData], input_price:
         )
         source = tax[0].summary["task"]
     else:
-        texts = [cell for cell in compute if cell.kind == "rolling_loglikelihood"] or compute
+        texts = [cell for cell in compute if cell.kind is not None and not cell.kind.prompted] or compute  # the language's own texts, no prompt
         figures = language_figures([sample for cell in texts for sample in cell.samples])
         source = "samples"
     return {
@@ -101,7 +105,7 @@ def run_costs(path: Path, overrides: Mapping[str, str | None] | None = None) -> 
         languages, models = [], []
         for model in dict.fromkeys(cell.model for cell in cells):
             model_cells = [cell for cell in cells if cell.model == model]
-            used = _merged([cell for cell in model_cells if cell.kind != TAX] or model_cells)  # counting tokens is no inference
+            used = _merged([cell for cell in model_cells if cell.priced] or model_cells)  # counting tokens is no inference
             inference = price(used, settings)
             for language in dict.fromkeys(cell.language for cell in model_cells):
                 chosen = [cell for cell in model_cells if cell.language == language]

@@ -18,8 +18,9 @@ from typing import Any
 import pandas as pd
 
 from bench.cost.pricing import price, usage
-from bench.cost.report import TAX, RunCosts, run_costs
+from bench.cost.report import RunCosts, run_costs
 from bench.errors import UserError
+from bench.kinds import KINDS, TaskKind
 from bench.languages import display_name, language_key
 from bench.metrics import METRICS
 from bench.results import MANIFEST, SAMPLES, SUMMARY, _read_samples, _run_dirs
@@ -84,8 +85,8 @@ class Cell:
         return str(self.summary["task"])
 
     @property
-    def kind(self) -> str:
-        return str(self.summary.get("task_kind", ""))
+    def kind(self) -> TaskKind | None:
+        return KINDS.get(str(self.summary.get("task_kind", "")))
 
     @property
     def language(self) -> str:
@@ -108,7 +109,7 @@ class Cell:
     @cached_property
     def cost(self) -> dict[str, Any] | None:
         """This cell's own cost block in US$ (None for counting tokens, which is not inference)."""
-        if self.kind == TAX or not self.samples:
+        if (self.kind is not None and not self.kind.priced) or not self.samples:
             return None
         return price(usage(self.samples), self.run.costs.settings)
 
@@ -180,7 +181,7 @@ class Collection:
         cost = cell.cost or {}
         tokens = sum((cost.get("tokens") or {}).values()) if cost else 0
         throughput = cost.get("throughput") or {}
-        rate_key = "decode_tokens_per_second" if cell.kind == "generate" else "prefill_tokens_per_second"
+        rate_key = "decode_tokens_per_second" if cell.kind is not None and cell.kind.generates else "prefill_tokens_per_second"
         figures = self.language_cost(cell) or {}
         memory = cost.get("memory") or {}
         peak_mb = max((value for value in (memory.get("peak_rss_mb"), memory.get("peak_vram_mb")) if value is not None), default=None)
@@ -199,7 +200,7 @@ class Collection:
             "run_id": cell.run.run_id,
             "config_hash": cell.key[0],
             "task": cell.task,
-            "task_kind": cell.kind,
+            "task_kind": cell.kind.name if cell.kind is not None else cell.summary.get("task_kind"),
             "language": cell.language,
             "language_name": display_name(cell.language),
             "language_group": cell.language_group,

@@ -224,7 +224,7 @@ def _sample_groups(collection: Collection, cells: Sequence[Cell]) -> list[dict[s
     """Generated (or chosen) outputs next to their references, a few per cell."""
     groups = []
     for cell in cells:
-        if cell.kind not in ("generate", "multiple_choice"):
+        if cell.kind is None or not cell.kind.prompted:
             continue
         items = []
         for sample in cell.samples[:SAMPLES_PER_CELL]:
