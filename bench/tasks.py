@@ -317,6 +317,7 @@ class TaskFileSpec(_Strict):
     language_column: str = "language"
     language: str | None = Field(None, description="language of every row that does not name one")
     max_new_tokens: int = Field(128, ge=1)
+    domain: str = Field("general", pattern=r"^[a-z][a-z0-9_]*$", description="what the messages are about: health, agriculture, finance, …")
 
 
 def _read_pointer(path: Path) -> TaskFileSpec:
@@ -369,6 +370,7 @@ def task_from_file(path: Path, default_language: str | None = None) -> TaskSpec:
         choices_field="choices" if multiple_choice else None,
         generation=TaskGeneration(max_new_tokens=pointer.max_new_tokens),
         metrics=["acc", "acc_norm_bytes"] if multiple_choice else ["chrf_pp", "exact_match"],
+        domain=pointer.domain,
     )
 
 

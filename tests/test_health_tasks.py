@@ -180,3 +180,12 @@ def test_tico19_somali_never_comes_from_the_misaligned_hub_copy(tmp_path: Path, 
     assert where.kind == "missing" and "drift" in where.where
     with pytest.raises(DataMissing, match="the Hub copy is not used: TICO-19's Somali lines drift"):
         load_docs(get_task("tico19_eng_x"), "som", data_dir=tmp_path)
+
+
+def test_a_users_task_file_may_declare_its_domain(tmp_path: Path) -> None:
+    from bench.tasks import task_from_file
+
+    (tmp_path / "messages.csv").write_text("prompt,reference\nFassara: wash your hands,wanke hannuwanka\n", encoding="utf-8")
+    (tmp_path / "messages.yaml").write_text("file: messages.csv\nlanguage: hau\ndomain: health\n", encoding="utf-8")
+    assert task_from_file(tmp_path / "messages.yaml").domain == "health"
+    assert task_from_file(tmp_path / "messages.csv").domain == "general"
