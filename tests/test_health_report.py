@@ -33,3 +33,13 @@ def test_site_filters_and_groups_by_domain_and_shows_subgroups(health_results: P
     table = pd.read_csv(index.parent / "leaderboard.csv")
     assert set(table["domain"]) == {"health", "general"}
     assert "afrimed_qa [health] (choice accuracy)" in (index.parent / "leaderboard.md").read_text(encoding="utf-8")
+
+
+def test_a_run_logged_to_a_file_prints_one_line_per_finished_cell(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    result = run_cli("run", "--model", str(tiny_model_dir), "-t", "mgsm_symbolic_bpb,mgsm_symbolic_tax", "-l", "hau", "--limit", "2", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("finished ")]
+    assert len(lines) == 2, result.stderr
+    assert "mgsm_symbolic_bpb · hau: bits_per_byte " in lines[0] and "(2 items, " in lines[0] and lines[0].endswith(" s)")
