@@ -362,13 +362,17 @@ def recommend(
     lang: Annotated[str, typer.Option("--lang", "-l", help="the language the model must work in: swh, swh_Latn or Swahili")],
     max_usd_per_1k_words: Annotated[float | None, typer.Option("--max-usd-per-1k-words", help="budget: at most this many US$ per 1,000 words", min=0)] = None,
     max_memory_gb: Annotated[float | None, typer.Option("--max-memory-gb", help="the memory your machine has for the model, in GB", min=0)] = None,
+    domain: Annotated[str | None, typer.Option("--domain", help="only tasks of this domain count: health, general, …")] = None,
 ) -> None:
     """Rank the tested models that fit a budget by quality in a language, and say why the others were left out."""
     from bench.report.collect import collect
+    from bench.report.recommend import leader_lead
     from bench.report.recommend import recommend as rank
     from bench.report.site import money
 
-    name, fits, excluded = rank(collect(results), lang, max_usd_per_1k_words, max_memory_gb)
+    name, fits, excluded = rank(collect(results), lang, max_usd_per_1k_words, max_memory_gb, domain)
+    if domain:
+        name = f"{name}, {domain} tasks"
     limits = [
         f"at most US$ {money(max_usd_per_1k_words)} per 1,000 words" if max_usd_per_1k_words is not None else "",
         f"at most {max_memory_gb:g} GB of memory" if max_memory_gb is not None else "",
@@ -389,9 +393,11 @@ def recommend(
         ("measured on", "left"),
     ):
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    lead = leader_lead(fits)
+    tied = lead is not None and lead.status == "statistically tied"
     for rank_number, candidate in enumerate(fits, start=1):
         table.add_row(
-            str(rank_number),
+            "1=" if tied and rank_number <= 2 else str(rank_number),
             candidate.model,
             f"{candidate.quality:.0f}/100" if candidate.quality is not None else "–",
             ", ".join(candidate.tasks),
@@ -400,6 +406,8 @@ def recommend(
             candidate.hardware,
         )
     console.print(table)
+    if lead is not None:
+        console.print(lead.sentence(fits[0].model, fits[1].model), highlight=False, soft_wrap=True)
     if not fits:
         console.print(f"No tested model fits {budget} in {name}.", highlight=False)
     for candidate in excluded:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -47,6 +47,17 @@ class HubSpec(_Strict):
     splits: dict[str, str] = Field(default_factory=dict, description="task split name → Hub split name (dev → validation)")
     fields: dict[str, str] = Field(default_factory=dict, description="template field → Hub column, where their names differ")
     labels: dict[str, list[str]] = Field(default_factory=dict, description="Hub column of class indices → the label names")
+    languages: dict[str, str] = Field(default_factory=dict, description="task language code → the Hub's code, where they differ (fills {language})")
+    exclude: dict[str, str] = Field(default_factory=dict, description="task language code → why the Hub copy of it must not be used")
+    files: str | None = Field(
+        None, description="a data file in the repository, read directly ({language}, {split}): for repositories whose loading script datasets >= 4 refuses"
+    )
+    where: dict[str, dict[str, str]] = Field(default_factory=dict, description="task split → {column: value} rows must have (compared as text)")
+    convert: Literal["afrimed_qa"] | None = Field(None, description="a converter of this dataset's Hub rows into the mirror's shape")
+
+    def code(self, language: str) -> str:
+        """The Hub's code for a task language."""
+        return self.languages.get(language, language)
 
 
 class UserFile(_Strict):
@@ -119,8 +130,10 @@ def locate(source: SourceSpec, language: str, split: str, data_dir: Path | None,
     path = mirror_file(source, language, split, data_dir)
     if path is not None and path.is_file():
         return Origin("mirror", str(path))
+    if source.hf is not None and language in source.hf.exclude:
+        return Origin("missing", f"not from the Hub ({source.hf.exclude[language]})")
     if source.hf is not None:
-        config = source.hf.config.format(language=language)
+        config = source.hf.config.format(language=source.hf.code(language))
         if not hub_offline():
             return Origin("hub", f"Hub {source.hf.path} ({config}), downloaded on first use")
         try:
@@ -163,6 +176,8 @@ def load_rows(source: SourceSpec, language: str, split: str, data_dir: Path | No
     fix = pull_command(task, language, folder)
     if source.hf is None:
         raise DataMissing(f"task {task} ({language}, {split}): {where}; add that file to the data folder")
+    if language in source.hf.exclude:
+        raise DataMissing(f"task {task} ({language}, {split}): {where}, and the Hub copy is not used: {source.hf.exclude[language]}")
     if hub_offline():
         raise DataMissing(
             f"task {task} ({language}, {split}): {where} and the Hub is offline; on a machine with internet run `{fix}`, then pass that folder with --data-dir (or {DATA_ENV})"
@@ -207,14 +222,44 @@ def write_rows(rows: list[Row], path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the Hugging Face Hub
+HUB_FILES = "hf://datasets"  # where `files:` are read from (tests point it at a folder)
+_FILE_BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".tsv": ("csv", {"sep": "\t", "keep_default_na": False}),
+    ".csv": ("csv", {"keep_default_na": False}),
+    ".jsonl": ("json", {}),
+    ".json": ("json", {}),
+}
+_FILE_BUILDERS[".parquet"] = ("parquet", {})
+
+
+def _load_hub(spec: HubSpec, language: str, hub_split: str) -> Any:
+    """The Hub dataset of one language and split: by config, or one file of the repository read directly."""
+    import datasets
+
+    code = spec.code(language)
+    if spec.files is None:
+        return datasets.load_dataset(spec.path, spec.config.format(language=code), split=hub_split, revision=spec.revision)
+    name = spec.files.format(language=code, split=hub_split)
+    builder, options = _FILE_BUILDERS.get(Path(name).suffix.lower(), ("csv", {}))
+    url = f"{HUB_FILES}/{spec.path}@{spec.revision or 'main'}/{name}"
+    return datasets.load_dataset(builder, data_files={"rows": url}, split="rows", **options)
+
+
+def _same(value: Any, wanted: str) -> bool:
+    """A Hub cell equals a `where` value written as text (1, 1.0 and "1" all equal "1")."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip() == wanted
+
+
 @lru_cache(maxsize=64)
 def _hub_rows_cached(spec_json: str, language: str, split: str) -> tuple[Row, ...]:
     import datasets
 
     spec = HubSpec.model_validate_json(spec_json)
-    config, hub_split = spec.config.format(language=language), spec.splits.get(split, split)
+    config, hub_split = spec.files or spec.config.format(language=spec.code(language)), spec.splits.get(split, split)
     try:
-        dataset = datasets.load_dataset(spec.path, config, split=hub_split, revision=spec.revision)
+        dataset = _load_hub(spec, language, hub_split)
     except (OSError, ValueError, RuntimeError) as error:
         first_line = (str(error).splitlines() or [type(error).__name__])[0]
         raise UserError(f"the Hub could not give {spec.path} ({config}, split {hub_split}): {first_line}") from None
@@ -232,8 +277,38 @@ def _hub_rows_cached(spec_json: str, language: str, split: str) -> tuple[Row, ..
                 row[column] = names[value]
         for field, column in spec.fields.items():
             row[field] = record[column] if column not in labels else row[column]
-        rows.append(row)
+        if all(_same(row.get(column), value) for column, value in spec.where.get(split, {}).items()):
+            rows.append(CONVERTERS[spec.convert](row) if spec.convert else row)
     return tuple(rows)
+
+
+def _afrimed_qa_row(row: Row) -> Row:
+    """An AfriMed-QA Hub row in the mirror's shape, as the authors' prepare_data.py reads it.
+
+    ``answer_options`` (JSON, option1..option5) becomes the list ``options`` without "N/A" entries;
+    ``correct_answer`` ("option3", or several) its first entry's letter; short rationales "no rationale".
+    """
+    try:
+        parsed = json.loads(row.get("answer_options") or "{}")
+    except json.JSONDecodeError:
+        parsed = {}
+    keys = [f"option{number}" for number in range(1, 6)]
+    options = [str(parsed[key]) for key in keys if key in parsed and str(parsed[key]).strip().upper() not in ("N/A", "")]
+    first = str(row.get("correct_answer") or "").split(",")[0].strip()
+    index = keys.index(first) if first in keys else -1
+    rationale = str(row.get("answer_rationale") or "")
+    return {
+        "sample_id": row.get("sample_id"),
+        "question": row.get("question"),
+        "options": options,
+        "answer": "ABCDE"[index] if index >= 0 else "",
+        "answer_index": index,
+        "rationale": rationale if len(rationale) > 7 else "no rationale",
+        **{name: row.get(name) for name in ("specialty", "country", "tier", "question_type", "requires_african_expertise") if name in row},
+    }
+
+
+CONVERTERS: dict[str, Callable[[Row], Row]] = {"afrimed_qa": _afrimed_qa_row}
 
 
 def _hub_rows(spec: HubSpec, language: str, split: str) -> tuple[Row, ...]:
@@ -244,6 +319,8 @@ def pull(source: SourceSpec, language: str, split: str, to: Path) -> Path:
     """Download one language and split from the Hub into the mirror layout under ``to``."""
     if source.hf is None or source.local is None:
         raise UserError("this task's data is not on the Hub (it ships in a PyPI package or a file); nothing to pull")
+    if language in source.hf.exclude:
+        raise UserError(f"the Hub copy of {language} is not used: {source.hf.exclude[language]}")
     path = to / source.local / f"{language}.{split}.jsonl"
     write_rows([dict(row) for row in _hub_rows(source.hf, language, split)], path)
     return path

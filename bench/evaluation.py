@@ -56,13 +56,38 @@ def evaluate_docs(
     return records
 
 
+def _scores(spec: TaskSpec, samples: Sequence[SampleRecord], seed: int) -> dict[str, dict[str, Any]]:
+    return {name: aggregate(METRICS[name], [sample["values"] for sample in samples], seed) for name in spec.metrics}
+
+
+def subgroup_scores(spec: TaskSpec, samples: Sequence[SampleRecord], seed: int) -> dict[str, dict[str, Any]]:
+    """Per subgroup (e.g. specialty) and value: the item count and every metric with its 95 % interval."""
+    breakdown: dict[str, dict[str, Any]] = {}
+    for name in spec.subgroups:
+        members: dict[str, list[SampleRecord]] = {}
+        for sample in samples:
+            value = (sample.get("groups") or {}).get(name)
+            if value is not None:
+                members.setdefault(str(value), []).append(sample)
+        if members:
+            breakdown[name] = {value: {"n": len(group), "metrics": _scores(spec, group, seed)} for value, group in sorted(members.items())}
+    return breakdown
+
+
 def summarize(spec: TaskSpec, samples: Sequence[SampleRecord], seed: int) -> dict[str, Any]:
-    """Scores with 95 % intervals, token totals and time for one cell."""
-    values = [sample["values"] for sample in samples]
+    """Scores with 95 % intervals (overall, per subgroup, and without defective items), token totals and time for one cell."""
     metrics = {}
-    for name in spec.metrics:
+    for name, score in _scores(spec, samples, seed).items():
         metric = METRICS[name]
-        metrics[name] = {**aggregate(metric, values, seed), "higher_is_better": metric.higher_is_better, "description": metric.description}
+        metrics[name] = {**score, "higher_is_better": metric.higher_is_better, "description": metric.description}
+    defective = sorted(sample["doc_id"] for sample in samples if (sample.get("values") or {}).get("defect"))
+    extra: dict[str, Any] = {"domain": spec.domain}
+    if spec.subgroups:
+        extra["subgroups"] = subgroup_scores(spec, samples, seed)
+    if defective:
+        usable = [sample for sample in samples if not sample["values"].get("defect")]
+        extra["defective_items"] = defective
+        extra["metrics_without_defective"] = _scores(spec, usable, seed)
     seconds = sum(sample.get("seconds", 0.0) for sample in samples)
     input_tokens = sum(sample["input_tokens"] for sample in samples)
     output_tokens = sum(sample["output_tokens"] for sample in samples)
@@ -72,4 +97,5 @@ def summarize(spec: TaskSpec, samples: Sequence[SampleRecord], seed: int) -> dic
         "tokens": {"input": input_tokens, "output": output_tokens},
         "seconds": round(seconds, 4),
         "tokens_per_second": round((input_tokens + output_tokens) / seconds, 2) if seconds > 0 else None,
+        **extra,
     }

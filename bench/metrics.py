@@ -93,26 +93,80 @@ METRICS: dict[str, Metric | CorpusMetric] = {
 }
 
 
-def aggregate(metric: Metric | CorpusMetric, samples: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, float | int | None]:
-    """Value and 95 % percentile-bootstrap interval of a metric over per-sample values."""
-    columns = (metric.column,) if isinstance(metric, CorpusMetric) else metric.columns
-    rows = [sample for sample in samples if all(sample.get(column) is not None for column in columns)]
-    if not rows:
-        return {"value": None, "ci_low": None, "ci_high": None, "n": 0}
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(rows), size=(BOOTSTRAP_RESAMPLES, len(rows)))
+def _columns(metric: Metric | CorpusMetric) -> tuple[str, ...]:
+    return (metric.column,) if isinstance(metric, CorpusMetric) else metric.columns
+
+
+def _usable(metric: Metric | CorpusMetric, sample: Mapping[str, Any]) -> bool:
+    return all(sample.get(column) is not None for column in _columns(metric))
+
+
+def resample_picks(n: int, seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> np.ndarray:
+    """The bootstrap's item indices, shape (resamples, n), from a seeded generator."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def _score_resamples(metric: Metric | CorpusMetric, rows: Sequence[Mapping[str, Any]], picks: np.ndarray) -> tuple[float, np.ndarray]:
+    """The metric over all rows, and over each resample (one row of ``picks``: item indices drawn with replacement)."""
     if isinstance(metric, CorpusMetric):
         stats = np.array([row[metric.column] for row in rows], dtype=float)  # (samples, statistics)
-        point = metric.score(stats.sum(axis=0))
         counts = np.stack([np.bincount(pick, minlength=len(rows)) for pick in picks])  # (resamples, samples)
-        estimates = np.array([metric.score(summed) for summed in counts @ stats])
-    else:
-        values = np.array([[float(row[column]) for row in rows] for column in metric.columns])
-        point = float(metric.reduce(values))
-        estimates = metric.reduce(np.transpose(values[:, picks], (1, 0, 2)))  # (resamples, columns, samples)
+        return metric.score(stats.sum(axis=0)), np.array([metric.score(summed) for summed in counts @ stats])
+    values = np.array([[float(row[column]) for row in rows] for column in metric.columns])
+    return float(metric.reduce(values)), metric.reduce(np.transpose(values[:, picks], (1, 0, 2)))  # (resamples, columns, samples)
+
+
+def aggregate(metric: Metric | CorpusMetric, samples: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, float | int | None]:
+    """Value and 95 % percentile-bootstrap interval of a metric over per-sample values."""
+    rows = [sample for sample in samples if _usable(metric, sample)]
+    if not rows:
+        return {"value": None, "ci_low": None, "ci_high": None, "n": 0}
+    point, estimates = _score_resamples(metric, rows, resample_picks(len(rows), seed))
     estimates = estimates[np.isfinite(estimates)]
     low, high = np.percentile(estimates, [2.5, 97.5]) if estimates.size else (math.nan, math.nan)
     return {"value": _finite(point), "ci_low": _finite(float(low)), "ci_high": _finite(float(high)), "n": len(rows)}
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Side A minus side B on the same items, with a paired bootstrap 95 % interval and a two-sided p-value."""
+
+    n: int
+    a: float
+    b: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+    def significant(self, alpha: float = 0.05) -> bool:
+        return self.p_value < alpha
+
+
+def paired_bootstrap(
+    metric: Metric | CorpusMetric, a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], seed: int = 0, picks: np.ndarray | None = None
+) -> PairedComparison | None:
+    """Compare two sides scored on the same items (``a[i]`` and ``b[i]`` are one item); None when no item has both.
+
+    Each resample draws items once and scores both sides on them (the same resampling for both), so
+    what the items have in common cancels out. The interval is the 2.5th-97.5th percentile of the
+    resampled differences; the p-value is that of a null centred on their mean (as sacrebleu's paired
+    bootstrap): ``(1 + #{|d_r - mean(d)| >= |d|}) / (R + 1)`` for R resamples and observed difference d.
+    """
+    pairs = [(x, y) for x, y in zip(a, b) if _usable(metric, x) and _usable(metric, y)]
+    if not pairs:
+        return None
+    picks = resample_picks(len(pairs), seed) if picks is None else picks
+    point_a, resampled_a = _score_resamples(metric, [x for x, _ in pairs], picks)
+    point_b, resampled_b = _score_resamples(metric, [y for _, y in pairs], picks)
+    differences = resampled_a - resampled_b
+    differences = differences[np.isfinite(differences)]
+    observed = point_a - point_b
+    if not differences.size or not math.isfinite(observed):
+        return None
+    low, high = np.percentile(differences, [2.5, 97.5])
+    extreme = int(np.sum(np.abs(differences - differences.mean()) >= abs(observed) - 1e-12))
+    return PairedComparison(len(pairs), point_a, point_b, observed, float(low), float(high), (1 + extreme) / (differences.size + 1))
 
 
 def _finite(value: float) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from bench.kinds import TaskKind
 from bench.models.base import Backend, auto_batch_size
 from bench.models.registry import load_backend, preflight, with_backend
 from bench.results import CellKey, RunStore
+from bench.table import format_score
 from bench.tasks import Doc, TaskSpec, get_task, load_docs, task_from_file
 
 BackendFactory = Callable[[ModelConfig, RunConfig], Backend]
@@ -175,6 +177,13 @@ def _chunk_size(config: RunConfig, model: ModelConfig, device: str, kind: TaskKi
     return auto_batch_size(config.batch_size_for(model), device) * (1 if kind.generates else 4)
 
 
+def finished_line(label: str, summary: dict[str, Any], seconds: float) -> str:
+    """'SmolLM2 · sib200 · hau_Latn: acc 42% [30%–55%] (8 items, 12.3 s)' for logs that are not a terminal."""
+    metric, score = next(iter((summary.get("metrics") or {}).items()), (None, None))
+    shown = f"{metric} {format_score(metric, score)}" if metric and score else "no score"
+    return f"finished {label}: {shown} ({summary.get('n_samples', 0)} items, {seconds:.1f} s)"
+
+
 def _chunks(docs: list[Doc], size: int) -> list[list[Doc]]:
     """Fixed chunks over the full, length-sorted doc list, so a resumed run batches exactly as before."""
     ordered = sorted(docs, key=lambda doc: (-len(doc.prompt or doc.text or ""), doc.id))
@@ -249,6 +258,7 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
                     store.write_manifest(manifest)
                 try:
                     for cell in cells:
+                        cell_started = time.perf_counter()
                         label = f"{cell.model_title} · {cell.task.name} · {cell.language}"
                         progress.update(bar, description=label)
                         watch.cell(label, model.backend)
@@ -265,7 +275,10 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
                                 computed += len(records)
                                 progress.advance(bar, len(records))
                         info = manifest["models"].get(cell.model_slug)
-                        store.write_summary(cell.key, _cell_summary(cell, plan, config, list(finished[cell.key].values()), info))
+                        cell_summary = _cell_summary(cell, plan, config, list(finished[cell.key].values()), info)
+                        store.write_summary(cell.key, cell_summary)
+                        if not console.is_terminal:  # CI logs, `| tee`: a line per finished cell instead of a silent bar
+                            console.print(finished_line(label, cell_summary, time.perf_counter() - cell_started), highlight=False, soft_wrap=True)
                 finally:
                     if meter is not None:
                         meter.close()

@@ -32,7 +32,8 @@ PERCENT = {"acc", "acc_norm_bytes", "f1", "exact_match_number", "exact_match"}
 ONE_DECIMAL = {"chrf_pp", "bleu"}  # sacrebleu's 0-100 scales
 
 
-def _format(metric: str, score: dict[str, Any]) -> str:
+def format_score(metric: str, score: dict[str, Any]) -> str:
+    """A score with its 95 % interval, as the end-of-run table shows it."""
     value, low, high = score.get("value"), score.get("ci_low"), score.get("ci_high")
     if value is None:
         return "–"
@@ -69,7 +70,7 @@ def results_table(summaries: Sequence[dict[str, Any]], title: str = "Results") -
         if summary["language"] not in codes[key]:
             codes[key].append(summary["language"])
         for metric, score in summary["metrics"].items():
-            row[(summary["task"], metric)] = _format(metric, score)
+            row[(summary["task"], metric)] = format_score(metric, score)
     used = sorted({metric for _, metric in columns}, key=list(LABELS).index)
     arrows = {True: "higher is better", False: "lower is better", None: "descriptive"}
     caption = "\n".join(f"{LABELS[m]}: {METRICS[m].description} ({arrows[METRICS[m].higher_is_better]})" for m in used)

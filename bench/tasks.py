@@ -61,6 +61,17 @@ class TaskSpec(_Strict):
     fewshot: int = Field(0, ge=0, description="examples drawn (seeded) from source.fewshot_split; the run's fewshot overrides")
     generation: TaskGeneration = Field(default_factory=TaskGeneration)
     metrics: list[str] = Field(min_length=1)
+    domain: str = Field(
+        "general", pattern=r"^[a-z][a-z0-9_]*$", description="what the task's texts are about: general, health, agriculture, finance, education, …"
+    )
+    subgroups: dict[str, str] = Field(
+        default_factory=dict, description="name → template of a row's group (e.g. specialty: '{specialty}'); scores are also reported per group"
+    )
+    choice_line: str = Field("{letter}. {choice}", description="how {lettered_choices} writes each choice ({letter}, {choice})")
+    score_choices_as: Literal["text", "letter"] = Field("text", description="each choice is scored as its text, or as its letter when the prompt lists them")
+    defective_items: Literal["error", "wrong"] = Field(
+        "error", description="an item without usable choices or answer: an error, or kept and scored wrong (comparable with published scores)"
+    )
 
     @field_validator("kind")
     @classmethod
@@ -122,6 +133,8 @@ class Doc:
     choices: tuple[str, ...] = ()
     gold: int | None = None
     row: Row = field(default_factory=dict)
+    groups: tuple[tuple[str, str], ...] = ()  # (subgroup name, this item's value)
+    defect: str | None = None  # why a kept item cannot be answered (scored wrong)
 
 
 class _Unusable(Exception):
@@ -174,24 +187,56 @@ def _gold(spec: TaskSpec, doc_id: str, target: str, choices: list[str]) -> int:
     return index
 
 
+def _groups(spec: TaskSpec, context: Row) -> tuple[tuple[str, str], ...]:
+    """This item's value of each subgroup whose template it can fill (an empty value: not grouped)."""
+    groups = []
+    for name, template in spec.subgroups.items():
+        if any(_base_name(field) not in context for _, field, _, _ in string.Formatter().parse(template) if field):
+            continue
+        try:
+            value = render(template, context, spec.name).strip()
+        except _Unusable:
+            continue
+        if value:
+            groups.append((name, value))
+    return tuple(groups)
+
+
 def _row_to_doc(spec: TaskSpec, row: Row, doc_id: str, language: str) -> Doc:
     context = {"language_name": display_name(language), **row}
     choices: list[str] = []
+    defect = None
     if spec.task_kind.has_choices:
-        choices = _choices(spec, context, doc_id)
-        context["lettered_choices"] = "\n".join(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices))
+        try:
+            choices = _choices(spec, context, doc_id)
+        except UserError:
+            if spec.defective_items == "error":
+                raise
+            defect = "no answer options"
+        context["n_choices"] = len(choices)
+        context["lettered_choices"] = "\n".join(spec.choice_line.format(letter=LETTERS[i], choice=choice) for i, choice in enumerate(choices))
     target = render(spec.target, context, spec.name) if spec.target else None
     if spec.task_kind.needs_target and not (target or "").strip():
         raise _Unusable
-    gold = _gold(spec, doc_id, target or "", choices) if choices else None
+    gold = None
+    if choices:
+        try:
+            gold = _gold(spec, doc_id, target or "", choices)
+        except UserError:
+            if spec.defective_items == "error":
+                raise
+            defect, choices = f"its answer '{target}' names none of its {len(choices)} choices", []
+    scored = [LETTERS[i] for i in range(len(choices))] if spec.score_choices_as == "letter" else choices
     return Doc(
         id=doc_id,
         prompt=render(spec.prompt, context, spec.name) if spec.prompt else None,
         text=render(spec.text, context, spec.name) if spec.text else None,
-        target=choices[gold] if gold is not None else target,
-        choices=tuple(choices),
+        target=scored[gold] if gold is not None else target,
+        choices=tuple(scored),
         gold=gold,
         row=row,
+        groups=_groups(spec, context),
+        defect=defect,
     )
 
 
@@ -243,7 +288,7 @@ def load_docs(
         return docs
     if spec.source.fewshot_split is None:
         raise UserError(f"task {spec.name} has no few-shot split (examples never come from its test data); run it with fewshot: 0")
-    pool = _docs(spec, language, spec.source.fewshot_split, data_dir)
+    pool = [doc for doc in _docs(spec, language, spec.source.fewshot_split, data_dir) if doc.defect is None]
     if not pool:
         raise UserError(f"task {spec.name} ({language}): its few-shot split '{spec.source.fewshot_split}' is empty; run it with fewshot: 0")
     return [_with_examples(spec, doc, pool, k, seed, language) for doc in docs]
@@ -275,6 +320,7 @@ class TaskFileSpec(_Strict):
     language_column: str = "language"
     language: str | None = Field(None, description="language of every row that does not name one")
     max_new_tokens: int = Field(128, ge=1)
+    domain: str = Field("general", pattern=r"^[a-z][a-z0-9_]*$", description="what the messages are about: health, agriculture, finance, …")
 
 
 def _read_pointer(path: Path) -> TaskFileSpec:
@@ -327,6 +373,7 @@ def task_from_file(path: Path, default_language: str | None = None) -> TaskSpec:
         choices_field="choices" if multiple_choice else None,
         generation=TaskGeneration(max_new_tokens=pointer.max_new_tokens),
         metrics=["acc", "acc_norm_bytes"] if multiple_choice else ["chrf_pp", "exact_match"],
+        domain=pointer.domain,
     )
 
 

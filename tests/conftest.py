@@ -153,3 +153,27 @@ def two_results(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     record["output"] = XSS + record["output"]
     samples.write_text("\n".join([json.dumps(record, ensure_ascii=False), *lines[1:]]) + "\n", encoding="utf-8")
     return base / "machine-a", base / "machine-b"
+
+
+@pytest.fixture(scope="session")
+def health_results(tiny_model_dir: Path, tiny_gemma3_dir: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two tiny models on the health tasks and SIB-200 in the real mirror: the same items on both sides."""
+    from bench.config import parse_config
+    from bench.runner import run
+
+    config = parse_config(
+        {
+            "name": "health",
+            "models": [{"ref": str(tiny_model_dir), "device": "cpu"}, {"ref": str(tiny_gemma3_dir), "device": "cpu"}],
+            "tasks": ["afrimed_qa", "tico19_eng_x", "sib200"],
+            "languages": ["eng", "hau"],
+            "limit": 8,
+            "batch_size": 4,
+            "generation": {"max_new_tokens": 4},
+            "data_dir": str(shared_data),
+            "output": str(tmp_path_factory.mktemp("health-results")),
+            "cost": {"hardware": "laptop-cpu", "country": "NGA"},
+        },
+        "test",
+    )
+    return run(config).run_dir

@@ -62,4 +62,5 @@ def record(doc: Doc, shown_input: str | None, output: str | None, values: Mappin
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         **({"choices": list(doc.choices)} if doc.choices else {}),
+        **({"groups": dict(doc.groups)} if doc.groups else {}),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bench.kinds.base import Scored, TaskKind, record
+from bench.kinds.base import SampleRecord, Scored, TaskKind, record
 from bench.models.base import Backend, GenerationParams, LoglikelihoodRequest, LoglikelihoodResult
 
 if TYPE_CHECKING:
@@ -20,13 +20,18 @@ class MultipleChoice(TaskKind):
     def ask(
         self, spec: TaskSpec, docs: Sequence[Doc], backend: Backend, params: GenerationParams, reference: Mapping[str, Doc] | None
     ) -> list[LoglikelihoodResult]:
-        # every choice of every doc of the chunk in one backend call
-        return backend.loglikelihood([LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices])
+        # every choice of every usable doc of the chunk in one backend call
+        requests = [LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs if doc.defect is None for choice in doc.choices]
+        return backend.loglikelihood(requests) if requests else []
 
     def score(self, spec: TaskSpec, docs: Sequence[Doc], answers: list[LoglikelihoodResult]) -> Scored:
         choice_answers = iter(answers)
-        records = []
+        records: list[SampleRecord] = []
         for doc in docs:
+            if doc.defect is not None:  # kept for comparability with published scores, and scored wrong
+                defect = {"acc": 0.0, "acc_norm_bytes": 0.0, "gold": None, "predicted": None, "defect": doc.defect}
+                records.append(record(doc, doc.prompt, None, defect, 0, 0))
+                continue
             results = [next(choice_answers) for _ in doc.choices]
             logprobs = [result.logprob for result in results]
             per_byte = [lp / len((" " + choice).encode("utf-8")) for lp, choice in zip(logprobs, doc.choices)]

@@ -20,6 +20,7 @@ from bench.languages import display_name
 from bench.metrics import METRICS, aggregate
 from bench.paths import builtin_dir
 from bench.report.collect import Cell, Collection, format_score, language_group, quality
+from bench.report.compare import compare_cells, compare_models, difference_text
 from bench.report.site import environment, metric_label, money, page_context, slug
 
 ENGLISH = "en"
@@ -46,17 +47,18 @@ class Verdicts(BaseModel):
     levels: list[Level]
     tasks: dict[str, TaskVerdicts] = Field(default_factory=dict)
 
-    def purpose(self, task: str) -> str:
-        return self.tasks[task].purpose if task in self.tasks else task
+    def purpose(self, task: str, language: str = "the language") -> str:
+        """What the task tells a non-specialist, e.g. 'health translation from English into Hausa'."""
+        return (self.tasks[task].purpose if task in self.tasks else task).format(language=language)
 
     def levels_for(self, task: str) -> list[Level]:
         own = self.tasks[task].levels if task in self.tasks else None
         return sorted(own or self.levels, key=lambda level: -level.min)
 
-    def judge(self, task: str, score: float, items: int) -> tuple[str, str]:
-        """(label, sentence) for a 0-100 score over ``items`` items."""
+    def judge(self, task: str, score: float, items: int, language: str = "the language") -> tuple[str, str]:
+        """(label, sentence) for a 0-100 score over ``items`` items in ``language``."""
         level = next((level for level in self.levels_for(task) if score >= level.min), self.levels_for(task)[-1])
-        text = level.verdict.format(purpose=self.purpose(task))
+        text = level.verdict.format(purpose=self.purpose(task, language))
         if items < self.min_items:
             text += f" — uncertain: only {items} {'item was' if items == 1 else 'items were'} tested (at least {self.min_items} are needed to be sure)"
         return level.label, text
@@ -127,20 +129,27 @@ def model_entries(collection: Collection, language: str, verdicts: Verdicts) -> 
                 continue  # token counts and bits per byte describe the language; they are not a job done
             english = next((other for other in cells if other.task == cell.task and other.language_group == ENGLISH), None)
             compared = _same_items(cell, english) if english is not None and language != ENGLISH else None
-            label, text = verdicts.judge(cell.task, value, int(cell.summary.get("n_samples") or 0))
+            gap = compare_cells(cell, english) if compared is not None and english is not None else None
+            name = display_name(cell.language)
+            label, text = verdicts.judge(cell.task, value, int(cell.summary.get("n_samples") or 0), name)
             rows.append(
                 {
                     "task": cell.task,
-                    "purpose": verdicts.purpose(cell.task),
+                    "domain": cell.domain,
+                    "purpose": verdicts.purpose(cell.task, name),
                     "metric": metric_label(metric),
                     "score": format_score(metric, score),
                     "n_items": cell.summary.get("n_samples"),
                     "english": _english_text(language, metric, english, compared),
                     "english_items": compared["items"] if compared else None,
+                    "english_gap": (
+                        f"{difference_text(metric, gap)}: {'a significant gap' if gap.significant() else 'no significant gap'}" if gap is not None else None
+                    ),
                     "label": label,
                     "verdict": text,
                 }
             )
+        rows.sort(key=lambda row: (row["domain"] != "general", row["domain"]))  # one block of verdicts per domain
         figures = collection.language_cost(here[0]) or {}
         model_cost = collection.model_cost(here[0]) or {}
         premium = next((cell.summary["metrics"]["token_premium"]["value"] for cell in here if "token_premium" in (cell.summary.get("metrics") or {})), None)
@@ -159,6 +168,30 @@ def model_entries(collection: Collection, language: str, verdicts: Verdicts) -> 
             }
         )
     return entries
+
+
+def task_leads(collection: Collection, language: str, verdicts: Verdicts) -> list[dict[str, str]]:
+    """Per task scored in ``language``: whether the best model is significantly better than the next (paired on shared items)."""
+    by_task: dict[str, list[tuple[float, Cell]]] = {}
+    for cell in collection.cells:
+        value = quality(cell.metric, (cell.summary.get("metrics") or {}).get(cell.metric or ""))
+        if cell.language_group == language and value is not None:
+            by_task.setdefault(cell.task, []).append((value, cell))
+    leads = []
+    for task, scored in sorted(by_task.items(), key=lambda item: (item[1][0][1].domain != "general", item[0])):
+        if len(scored) < 2:
+            continue
+        (_, first), (_, second) = sorted(scored, key=lambda pair: -pair[0])[:2]
+        lead = compare_models([first], [second])
+        leads.append(
+            {
+                "domain": first.domain,
+                "purpose": verdicts.purpose(task, display_name(first.language)),
+                "status": lead.status,
+                "sentence": lead.sentence(first.title, second.title),
+            }
+        )
+    return leads
 
 
 def _english_text(language: str, metric: str | None, english: Cell | None, compared: dict[str, Any] | None) -> str:
@@ -195,7 +228,7 @@ def write_card(collection: Collection, language: str, out: Path, verdicts_path: 
     name = languages_in(collection)[key]
     entries = model_entries(collection, key, verdicts)
     tasks = sorted({row["task"] for entry in entries for row in entry["rows"]})
-    threshold_tasks = [(verdicts.purpose(task), verdicts.levels_for(task)) for task in tasks]
+    threshold_tasks = [(verdicts.purpose(task, name), verdicts.levels_for(task)) for task in tasks]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -210,6 +243,7 @@ def write_card(collection: Collection, language: str, out: Path, verdicts_path: 
             language=name,
             code=key,
             entries=entries,
+            leads=task_leads(collection, key, verdicts),
             thresholds=verdicts.levels,
             task_thresholds=threshold_tasks,
             min_items=verdicts.min_items,

@@ -93,6 +93,11 @@ class Cell:
         return str(self.summary["language"])
 
     @property
+    def domain(self) -> str:
+        """What the task is about (health, general, …): recorded in the summary, else the task's spec today."""
+        return str(self.summary.get("domain") or task_domain(self.task))
+
+    @property
     def language_group(self) -> str:
         """One key for a language however a task spells it (hau, hau_Latn, ha → 'ha')."""
         return language_group(self.language)
@@ -112,6 +117,25 @@ class Cell:
         if (self.kind is not None and not self.kind.priced) or not self.samples:
             return None
         return price(usage(self.samples), self.run.costs.settings)
+
+
+def task_domain(task: str) -> str:
+    """A built-in task's domain; 'general' for a task this checkout does not know (results written before domains)."""
+    from bench.tasks import all_tasks
+
+    spec = all_tasks().get(task)
+    return spec.domain if spec is not None else "general"
+
+
+def subgroup_rows(cell: Cell) -> list[dict[str, Any]]:
+    """The headline metric per subgroup value (e.g. specialty: Cardiology), with item counts and intervals."""
+    metric = cell.metric
+    rows = []
+    for grouping, values in (cell.summary.get("subgroups") or {}).items():
+        for value, entry in values.items():
+            score = (entry.get("metrics") or {}).get(metric or "") or {}
+            rows.append({"grouping": grouping, "value": value, "n": entry.get("n"), "score": score.get("value"), "score_text": format_score(metric, score)})
+    return rows
 
 
 def language_group(code: str) -> str:
@@ -201,6 +225,7 @@ class Collection:
             "config_hash": cell.key[0],
             "task": cell.task,
             "task_kind": cell.kind.name if cell.kind is not None else cell.summary.get("task_kind"),
+            "domain": cell.domain,
             "language": cell.language,
             "language_name": display_name(cell.language),
             "language_group": cell.language_group,

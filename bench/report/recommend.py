@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from bench.languages import display_name
 from bench.report.cards import find_language, load_verdicts
 from bench.report.collect import Cell, Collection, quality
+from bench.report.compare import Lead, compare_models
 from bench.report.site import money
 
 
@@ -19,6 +20,7 @@ class Candidate:
     usd_per_1000_words: float | None = None
     memory_gb: float | None = None  # peak measured (RAM or GPU memory) over the model's cells
     reasons: list[str] = field(default_factory=list)  # why it was excluded; empty when it fits
+    cells: list[Cell] = field(default_factory=list, repr=False)  # its scored cells in the language (and domain)
 
 
 def _memory_gb(cells: list[Cell]) -> float | None:
@@ -29,9 +31,9 @@ def _memory_gb(cells: list[Cell]) -> float | None:
 
 
 def recommend(
-    collection: Collection, language: str, max_usd_per_1000_words: float | None = None, max_memory_gb: float | None = None
+    collection: Collection, language: str, max_usd_per_1000_words: float | None = None, max_memory_gb: float | None = None, domain: str | None = None
 ) -> tuple[str, list[Candidate], list[Candidate]]:
-    """(language name, models that fit ranked by quality, models excluded with their reasons)."""
+    """(language name, models that fit ranked by quality, models excluded with their reasons); ``domain`` keeps that domain's tasks only."""
     key = find_language(collection, language)
     verdicts, _ = load_verdicts()
     name = display_name(key)
@@ -42,19 +44,20 @@ def recommend(
     excluded: list[Candidate] = []
     for cells in groups.values():
         first = cells[0]
-        here = [cell for cell in cells if cell.language_group == key]
-        scored = [(cell.task, q) for cell in here if (q := quality(cell.metric, (cell.summary.get("metrics") or {}).get(cell.metric or ""))) is not None]
+        here = [cell for cell in cells if cell.language_group == key and (domain is None or cell.domain == domain)]
+        scored = [(cell, q) for cell in here if (q := quality(cell.metric, (cell.summary.get("metrics") or {}).get(cell.metric or ""))) is not None]
         figures = collection.language_cost(here[0]) if here else None
         candidate = Candidate(
             model=first.title,
             hardware=f"{first.run.costs.settings.hardware.name} ({first.run.hardware})",
             quality=sum(q for _, q in scored) / len(scored) if scored else None,
-            tasks=[verdicts.purpose(task) for task, _ in scored],
+            tasks=[verdicts.purpose(cell.task, name) for cell, _ in scored],
+            cells=[cell for cell, _ in scored],
             usd_per_1000_words=(figures or {}).get("per_1000_words"),
             memory_gb=_memory_gb(cells),
         )
         if not here:
-            candidate.reasons.append(f"not tested in {name}")
+            candidate.reasons.append(f"not tested in {name}" + (f" on any {domain} task" if domain else ""))
         if here and not scored:
             candidate.reasons.append(f"no task with a quality score was run in {name} (only token counts or bits per byte)")
         if not here:
@@ -73,3 +76,10 @@ def recommend(
         (excluded if candidate.reasons else fits).append(candidate)
     fits.sort(key=lambda c: (-(c.quality or 0.0), c.usd_per_1000_words if c.usd_per_1000_words is not None else float("inf")))
     return name, fits, excluded
+
+
+def leader_lead(fits: list[Candidate]) -> Lead | None:
+    """Whether the first model is significantly better than the second on the items both scored (None with fewer than two)."""
+    if len(fits) < 2:
+        return None
+    return compare_models(fits[0].cells, fits[1].cells)

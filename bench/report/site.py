@@ -23,7 +23,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from bench.errors import UserError
 from bench.languages import display_name
 from bench.metrics import METRICS
-from bench.report.collect import Cell, Collection
+from bench.report.collect import Cell, Collection, subgroup_rows
 from bench.table import LABELS
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -86,9 +86,9 @@ def _heat(fraction: float) -> tuple[str, str]:
 
 
 def heatmaps(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One model × language grid per task whose headline metric is a higher-is-better score."""
+    """One model × language grid per task whose headline metric is a higher-is-better score, grouped by domain."""
     maps = []
-    for task in dict.fromkeys(row["task"] for row in rows):
+    for domain, task in dict.fromkeys(sorted(((row["domain"], row["task"]) for row in rows), key=lambda pair: (pair[0] != "general", pair))):
         scored = [row for row in rows if row["task"] == task and row["quality"] is not None]
         if not scored:
             continue
@@ -107,6 +107,7 @@ def heatmaps(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         maps.append(
             {
                 "task": task,
+                "domain": domain,
                 "metric_label": metric_label(scored[0]["metric"]),
                 "languages": names,
                 "rows": [(model, [cells.get(code) for code in languages]) for model, cells in grid.items()],
@@ -243,6 +244,15 @@ def _sample_groups(collection: Collection, cells: Sequence[Cell]) -> list[dict[s
     return groups
 
 
+def _subgroups(cells: Sequence[Cell]) -> list[dict[str, Any]]:
+    """Per cell with a breakdown: its headline metric per subgroup (specialty, country, …)."""
+    return [
+        {"task": cell.task, "language_name": display_name(cell.language), "metric_label": metric_label(cell.metric), "rows": rows}
+        for cell in cells
+        if (rows := subgroup_rows(cell))
+    ]
+
+
 def _table_rows(collection: Collection) -> list[dict[str, Any]]:
     rows = []
     for cell in collection.cells:
@@ -258,7 +268,8 @@ def _run_anchor(run_id: str, path: Path) -> str:
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     """A README table: one row per model, hardware and language; one column per task's headline score."""
-    columns = list(dict.fromkeys((row["task"], row["metric"]) for row in rows))
+    columns = list(dict.fromkeys((row["task"], row["metric"]) for row in sorted(rows, key=lambda row: (row["domain"] != "general", row["domain"]))))
+    domains = {row["task"]: row["domain"] for row in rows}
     lines: dict[tuple[str, ...], dict[tuple[str, str], str]] = {}
     words: dict[tuple[str, ...], str] = {}
     for row in rows:
@@ -277,7 +288,7 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         "priced as",
         "run",
         "language",
-        *(f"{task} ({metric_label(metric)})" for task, metric in columns),
+        *(f"{task} [{domains[task]}] ({metric_label(metric)})" for task, metric in columns),
         "$ / 1,000 words",
     ]
     out = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
@@ -341,6 +352,7 @@ def write_site(collection: Collection, out: Path, title: str = "accessbench lead
         duplicates=collection.duplicates,
         conflicts=collection.conflicts,
         tasks=list(dict.fromkeys(row["task"] for row in rows)),
+        domains=sorted({row["domain"] for row in rows}),
         languages=languages,
         models=list(models.values()),
         heatmaps=heatmaps(rows),
@@ -358,6 +370,7 @@ def write_site(collection: Collection, out: Path, title: str = "accessbench lead
             model=entry,
             rows=member_rows,
             samples=_sample_groups(collection, [cell for _, cell in entry["members"]]),
+            subgroups=_subgroups([cell for _, cell in entry["members"]]),
             per_cell=SAMPLES_PER_CELL,
         )
         (out / "models" / page).write_text(html, encoding="utf-8")
