@@ -365,10 +365,10 @@ def recommend(
     domain: Annotated[str | None, typer.Option("--domain", help="only tasks of this domain count: health, general, …")] = None,
 ) -> None:
     """Rank the tested models that fit a budget by quality in a language, and say why the others were left out."""
+    from bench.formatting import money
     from bench.report.collect import collect
     from bench.report.recommend import leader_lead
     from bench.report.recommend import recommend as rank
-    from bench.report.site import money
 
     name, fits, excluded = rank(collect(results), lang, max_usd_per_1k_words, max_memory_gb, domain)
     if domain:

@@ -23,13 +23,27 @@ import numpy as np
 BOOTSTRAP_RESAMPLES = 1000
 
 
+Scale = Literal["percent", "number", "ratio"]  # how a value is shown: 0-1 as %, as it is, or as a multiple (×)
+
+
 @dataclass(frozen=True)
 class Metric:
+    """A metric that reduces per-sample columns to a mean or a ratio of sums.
+
+    Everything else needs to know about it is here: its heading, how to show it, which task kinds
+    may list it, and (for generation metrics) how one output is scored against its reference.
+    """
+
     name: str
     description: str
     columns: tuple[str, ...]  # one column: its mean; two: sum(first) / sum(second)
     higher_is_better: bool | None  # None: descriptive, neither better nor worse
+    label: str  # a short, plain-language heading
+    kinds: frozenset[str]  # the task kinds that may list it
+    scale: Scale = "number"
+    digits: int = 2
     transform: Literal["none", "exp"] = "none"
+    per_sample: Callable[[str, str], float] | None = None  # (output, reference) → the sample's value, stored as ``name``
 
     def reduce(self, values: np.ndarray) -> np.ndarray:
         """Aggregate over the last axis; ``values`` has shape (..., n_columns, n_samples)."""
@@ -50,12 +64,20 @@ class CorpusMetric:
     column: str  # per-sample list of sufficient statistics
     higher_is_better: bool
     scorer: Callable[[], Any]  # a sacrebleu metric object
+    label: str
+    kinds: frozenset[str] = frozenset({"generate"})
+    scale: Scale = "number"
+    digits: int = 1  # sacrebleu's 0-100 scales
 
     def score(self, summed: np.ndarray) -> float:
         return float(self.scorer()._compute_score_from_stats([float(x) for x in summed]).score)
 
     def sentence_stats(self, hypothesis: str, reference: str) -> list[float]:
         return [float(x) for x in self.scorer()._extract_corpus_statistics([hypothesis], [[reference]])[0]]
+
+    def per_sample(self, output: str, reference: str) -> list[float]:
+        """The sentence's statistics, stored as ``column`` and summed over the corpus."""
+        return self.sentence_stats(output.strip(), reference.strip())
 
 
 @cache
@@ -70,27 +92,6 @@ def _bleu() -> Any:
     from sacrebleu.metrics import BLEU
 
     return BLEU()
-
-
-METRICS: dict[str, Metric | CorpusMetric] = {
-    metric.name: metric
-    for metric in (
-        Metric("acc", "share of items whose highest-likelihood choice is the right one", ("acc",), True),
-        Metric("acc_norm_bytes", "accuracy when each choice's log-likelihood is divided by its UTF-8 bytes (fair across scripts)", ("acc_norm_bytes",), True),
-        CorpusMetric("chrf_pp", "chrF++ (sacrebleu, character n-grams + word bigrams), corpus-level, 0-100", "chrf_pp_stats", True, _chrf_pp),
-        CorpusMetric("bleu", "BLEU (sacrebleu, 13a tokenisation), corpus-level, 0-100", "bleu_stats", True, _bleu),
-        Metric("f1", "token overlap F1 with the reference answer (SQuAD normalisation)", ("f1",), True),
-        Metric("exact_match_number", "share of answers whose final number equals the reference number", ("exact_match_number",), True),
-        Metric("exact_match", "share of answers equal to the reference after normalisation", ("exact_match",), True),
-        Metric("bits_per_byte", "bits the model needs per UTF-8 byte of text (comparable across tokenizers)", ("neg_log2_prob", "bytes"), False),
-        Metric("nats_per_token", "mean negative log-likelihood per token (depends on the tokenizer)", ("neg_logprob", "tokens"), False),
-        Metric("perplexity_per_word", "exp of the negative log-likelihood per whitespace word", ("neg_logprob", "words"), False, "exp"),
-        Metric("tokens_per_word", "tokens per whitespace-separated word", ("tokens", "words"), None),
-        Metric("tokens_per_char", "tokens per Unicode character", ("tokens", "chars"), None),
-        Metric("tokens_per_byte", "tokens per UTF-8 byte", ("tokens", "bytes"), None),
-        Metric("token_premium", "tokens for this language ÷ tokens for the same items in the reference language", ("tokens", "reference_tokens"), False),
-    )
-}
 
 
 def _columns(metric: Metric | CorpusMetric) -> tuple[str, ...]:
@@ -240,3 +241,98 @@ def text_stats(text: str) -> dict[str, int]:
     """Words (whitespace-separated), characters (NFC code points) and UTF-8 bytes of a text."""
     normalised = unicodedata.normalize("NFC", text)
     return {"words": len(normalised.split()), "chars": len(normalised), "bytes": len(normalised.encode("utf-8"))}
+
+
+# ---------------------------------------------------------------- the metrics, by name
+GENERATE, CHOICE, ROLLING, TOKENS = (
+    frozenset({"generate"}),
+    frozenset({"multiple_choice"}),
+    frozenset({"rolling_loglikelihood"}),
+    frozenset({"tokenizer_stats"}),
+)
+
+
+def _exact_number(output: str, reference: str) -> float:
+    predicted = extract_number(output)
+    return float(predicted is not None and predicted == extract_number(reference))
+
+
+def _exact_text(output: str, reference: str) -> float:
+    return float(normalise_text(output) == normalise_text(reference))
+
+
+METRICS: dict[str, Metric | CorpusMetric] = {
+    metric.name: metric
+    for metric in (
+        Metric("acc", "share of items whose highest-likelihood choice is the right one", ("acc",), True, "choice accuracy", CHOICE, "percent"),
+        Metric(
+            "acc_norm_bytes",
+            "accuracy when each choice's log-likelihood is divided by its UTF-8 bytes (fair across scripts)",
+            ("acc_norm_bytes",),
+            True,
+            "accuracy, byte-normalised",
+            CHOICE,
+            "percent",
+        ),
+        CorpusMetric("chrf_pp", "chrF++ (sacrebleu, character n-grams + word bigrams), corpus-level, 0-100", "chrf_pp_stats", True, _chrf_pp, "chrF++"),
+        CorpusMetric("bleu", "BLEU (sacrebleu, 13a tokenisation), corpus-level, 0-100", "bleu_stats", True, _bleu, "BLEU"),
+        Metric("f1", "token overlap F1 with the reference answer (SQuAD normalisation)", ("f1",), True, "token F1", GENERATE, "percent", per_sample=token_f1),
+        Metric(
+            "exact_match_number",
+            "share of answers whose final number equals the reference number",
+            ("exact_match_number",),
+            True,
+            "accuracy",
+            GENERATE,
+            "percent",
+            per_sample=_exact_number,
+        ),
+        Metric(
+            "exact_match",
+            "share of answers equal to the reference after normalisation",
+            ("exact_match",),
+            True,
+            "exact match",
+            GENERATE,
+            "percent",
+            per_sample=_exact_text,
+        ),
+        Metric(
+            "bits_per_byte",
+            "bits the model needs per UTF-8 byte of text (comparable across tokenizers)",
+            ("neg_log2_prob", "bytes"),
+            False,
+            "bits per byte",
+            ROLLING,
+        ),
+        Metric(
+            "nats_per_token", "mean negative log-likelihood per token (depends on the tokenizer)", ("neg_logprob", "tokens"), False, "nats per token", ROLLING
+        ),
+        Metric(
+            "perplexity_per_word",
+            "exp of the negative log-likelihood per whitespace word",
+            ("neg_logprob", "words"),
+            False,
+            "perplexity per word",
+            ROLLING,
+            transform="exp",
+        ),
+        Metric("tokens_per_word", "tokens per whitespace-separated word", ("tokens", "words"), None, "tokens per word", TOKENS),
+        Metric("tokens_per_char", "tokens per Unicode character", ("tokens", "chars"), None, "tokens per char", TOKENS),
+        Metric("tokens_per_byte", "tokens per UTF-8 byte", ("tokens", "bytes"), None, "tokens per byte", TOKENS),
+        Metric(
+            "token_premium",
+            "tokens for this language ÷ tokens for the same items in the reference language",
+            ("tokens", "reference_tokens"),
+            False,
+            "token premium vs English",
+            TOKENS,
+            "ratio",
+        ),
+    )
+}
+
+
+def metrics_for(kind: str) -> frozenset[str]:
+    """The metrics a task of ``kind`` may list."""
+    return frozenset(name for name, metric in METRICS.items() if kind in metric.kinds)

@@ -23,11 +23,11 @@ from bench.data import DataMissing
 from bench.environment import git_commit, hardware, package_versions
 from bench.errors import UserError
 from bench.evaluation import evaluate_docs, generation_params, summarize
+from bench.formatting import format_score
 from bench.kinds import TaskKind
 from bench.models.base import Backend, auto_batch_size
 from bench.models.registry import load_backend, preflight, with_backend
 from bench.results import CellKey, RunStore
-from bench.table import format_score
 from bench.tasks import Doc, TaskSpec, get_task, load_docs, task_from_file
 
 BackendFactory = Callable[[ModelConfig, RunConfig], Backend]

@@ -105,3 +105,26 @@ def test_accuracy_metrics_are_means() -> None:
     samples = [{"acc": 1.0, "acc_norm_bytes": 0.0}, {"acc": 0.0, "acc_norm_bytes": 0.0}, {"acc": 1.0, "acc_norm_bytes": 1.0}]
     assert aggregate(METRICS["acc"], samples)["value"] == pytest.approx(2 / 3)
     assert aggregate(METRICS["acc_norm_bytes"], samples)["value"] == pytest.approx(1 / 3)
+
+
+def test_adding_a_metric_is_one_object_that_the_table_tasks_and_formatting_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from bench.formatting import format_score
+    from bench.kinds import KINDS
+    from bench.metrics import METRICS, Metric
+    from bench.table import results_table
+
+    metric = Metric("starts_right", "share of outputs starting like the reference", ("starts_right",), True, "starts right", frozenset({"generate"}), "percent",
+                    per_sample=lambda output, reference: float(output.strip()[:1] == reference.strip()[:1]))  # fmt: skip
+    monkeypatch.setitem(METRICS, "starts_right", metric)
+    assert "starts_right" in KINDS["generate"].metrics and "starts_right" not in KINDS["multiple_choice"].metrics
+    score = {"value": 0.5, "ci_low": 0.25, "ci_high": 0.75}
+    assert format_score("starts_right", score) == "50% [25%–75%]"
+    console = Console(width=200, record=True)
+    console.print(results_table([{"model": "m", "language": "eng", "task": "t", "metrics": {"starts_right": score}}]))
+    text = " ".join(console.export_text().replace("│", " ").replace("┃", " ").split())
+    assert "starts right ↑" in text and "50% [25%–75%]" in text and "share of outputs starting like the reference (higher is better)" in text
+    # a metric this version does not know (written by another one) is shown by name, not a crash
+    console.print(results_table([{"model": "m", "language": "eng", "task": "t", "metrics": {"renamed_metric": {"value": 1.5}}}]))
+    assert "renamed_metric" in console.export_text()

@@ -14,6 +14,7 @@ from rich.table import Table
 from bench.config import CostConfig
 from bench.cost.pricing import Usage, api_comparison, language_figures, per_language, price, unit_input_price, usage
 from bench.cost.profiles import CostSettings, resolve_cost
+from bench.formatting import money, number
 from bench.kinds import KINDS, TaskKind
 from bench.languages import display_name
 from bench.results import MANIFEST, SAMPLES, SUMMARY, _read_samples, _run_dirs
@@ -118,18 +119,6 @@ def run_costs(path: Path, overrides: Mapping[str, str | None] | None = None) -> 
 
 
 # ---------------------------------------------------------------- printing
-def money(value: float | None) -> str:
-    if value is None:
-        return "–"
-    if value == 0 or abs(value) >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
-
-
-def _number(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
-
-
 def _per_million(cost: Mapping[str, Any] | None, key: str) -> str:
     block = cost.get(key) if cost else None
     return money(block["total"]) if block else "–"
@@ -162,16 +151,16 @@ def language_table(costs: RunCosts) -> Table:
         table.add_row(
             row["model"],
             f"{display_name(row['language'])} ({row['language']})",
-            _number((throughput.get("prefill_tokens_per_second") or {}).get("overall"), 0),
-            _number((throughput.get("decode_tokens_per_second") or {}).get("overall"), 1),
+            number((throughput.get("prefill_tokens_per_second") or {}).get("overall"), 0),
+            number((throughput.get("decode_tokens_per_second") or {}).get("overall"), 1),
             _per_million(cost, "per_1m_input_tokens"),
             _per_million(cost, "per_1m_output_tokens"),
-            _number(figures.get("tokens_per_word")),
+            number(figures.get("tokens_per_word")),
             "–" if premium is None else f"{premium:.2f}×",
             money(figures.get("per_1000_words")),
             money(figures.get("per_sentence")),
-            _number(cost.get("kwh_per_1m_tokens"), 3),
-            _number(cost.get("gco2e_per_1m_tokens"), 0),
+            number(cost.get("kwh_per_1m_tokens"), 3),
+            number(cost.get("gco2e_per_1m_tokens"), 0),
             (cost.get("energy") or {}).get("method") or "–",
         )
     return table

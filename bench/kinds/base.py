@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bench.metrics import metrics_for
 from bench.models.base import Backend, GenerationParams
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ class TaskKind:
     """Base of every task kind; subclasses implement ``ask`` and ``score``."""
 
     name: str
-    metrics: frozenset[str]  # the metrics a task of this kind may list
     templates: tuple[str, ...]  # the task-spec templates a task of this kind must have
     priced: bool = True  # runs inference (counting tokens is not: it prices nothing)
     prompted: bool = False  # items are prompts (templates, few-shot examples, shown outputs)
@@ -41,6 +41,11 @@ class TaskKind:
     needs_reference_language: bool = False  # items are compared with their parallel in a reference language
     generates: bool = False  # throughput is decode speed, and chunks are one batch (not four)
     description: str = field(default="", compare=False)
+
+    @property
+    def metrics(self) -> frozenset[str]:
+        """The metrics a task of this kind may list (each metric names its kinds)."""
+        return metrics_for(self.name)
 
     def ask(self, spec: TaskSpec, docs: Sequence[Doc], backend: Backend, params: GenerationParams, reference: Mapping[str, Doc] | None) -> Any:
         """The backend calls for one chunk (measured by the meter); returns the raw answers."""

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bench.kinds.base import Scored, TaskKind, record
-from bench.metrics import METRICS, CorpusMetric, extract_number, normalise_text, token_f1
+from bench.metrics import METRICS, CorpusMetric
 from bench.models.base import Backend, GenerationParams, GenerationRequest, GenerationResult
 
 if TYPE_CHECKING:
@@ -19,14 +19,9 @@ def score_generation(spec: TaskSpec, doc: Doc, output: str) -> dict[str, Any]:
     for name in spec.metrics:
         metric = METRICS[name]
         if isinstance(metric, CorpusMetric):
-            values[metric.column] = metric.sentence_stats(output.strip(), target.strip())
-        elif name == "exact_match_number":
-            predicted = extract_number(output)
-            values[name] = float(predicted is not None and predicted == extract_number(target))
-        elif name == "exact_match":
-            values[name] = float(normalise_text(output) == normalise_text(target))
-        elif name == "f1":
-            values[name] = token_f1(output, target)
+            values[metric.column] = metric.per_sample(output, target)
+        elif metric.per_sample is not None:
+            values[name] = metric.per_sample(output, target)
     return values
 
 
@@ -46,7 +41,6 @@ class Generate(TaskKind):
 
 GENERATE = Generate(
     "generate",
-    frozenset({"exact_match_number", "exact_match", "chrf_pp", "bleu", "f1"}),
     ("prompt", "target"),
     prompted=True,
     needs_target=True,

@@ -51,7 +51,6 @@ class MultipleChoice(TaskKind):
 
 MULTIPLE_CHOICE = MultipleChoice(
     "multiple_choice",
-    frozenset({"acc", "acc_norm_bytes"}),
     ("prompt", "target"),
     prompted=True,
     has_choices=True,

@@ -33,7 +33,6 @@ class RollingLoglikelihood(TaskKind):
 
 ROLLING_LOGLIKELIHOOD = RollingLoglikelihood(
     "rolling_loglikelihood",
-    frozenset({"bits_per_byte", "nats_per_token", "perplexity_per_word"}),
     ("text",),
     description="log-likelihood of whole texts (bits per byte, perplexity)",
 )

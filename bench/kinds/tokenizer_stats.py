@@ -33,7 +33,6 @@ class TokenizerStats(TaskKind):
 
 TOKENIZER_STATS = TokenizerStats(
     "tokenizer_stats",
-    frozenset({"tokens_per_word", "tokens_per_char", "tokens_per_byte", "token_premium"}),
     ("text",),
     priced=False,
     needs_reference_language=True,

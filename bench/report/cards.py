@@ -16,12 +16,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.errors import UserError, short_list
+from bench.formatting import format_score, language_group, metric_label, money
 from bench.languages import display_name
 from bench.metrics import METRICS, aggregate
 from bench.paths import builtin_dir
-from bench.report.collect import Cell, Collection, format_score, language_group, quality
+from bench.report.collect import Cell, Collection, quality
 from bench.report.compare import compare_cells, compare_models, difference_text
-from bench.report.site import environment, metric_label, money, page_context, slug
+from bench.report.site import environment, page_context, slug
 
 ENGLISH = "en"
 

@@ -20,12 +20,11 @@ import pandas as pd
 from bench.cost.pricing import price, usage
 from bench.cost.report import RunCosts, run_costs
 from bench.errors import UserError
+from bench.formatting import format_score, language_group, on_hundred_scale
 from bench.kinds import KINDS, TaskKind
-from bench.languages import display_name, language_key
+from bench.languages import display_name
 from bench.metrics import METRICS
 from bench.results import MANIFEST, SAMPLES, SUMMARY, _read_samples, _run_dirs
-
-PERCENT = {"acc", "acc_norm_bytes", "f1", "exact_match_number", "exact_match"}  # 0-1 scores shown as %
 
 
 @dataclass
@@ -138,32 +137,12 @@ def subgroup_rows(cell: Cell) -> list[dict[str, Any]]:
     return rows
 
 
-def language_group(code: str) -> str:
-    try:
-        return language_key(code)[0]
-    except (LookupError, ValueError):
-        return code
-
-
 def quality(metric: str | None, score: Mapping[str, Any] | None) -> float | None:
     """A higher-is-better score on a 0-100 scale (accuracy in %, chrF++ and BLEU as they are); None otherwise."""
-    if metric is None or not score or score.get("value") is None or METRICS[metric].higher_is_better is not True:
+    known = METRICS.get(metric or "")
+    if known is None or not score or score.get("value") is None or known.higher_is_better is not True:
         return None
-    return float(score["value"]) * (100 if metric in PERCENT else 1)
-
-
-def format_score(metric: str | None, score: Mapping[str, Any] | None) -> str:
-    """'42% [30%–55%]', '31.2 [28.0–34.1]' or '1.52×'."""
-    if metric is None or not score or score.get("value") is None:
-        return "–"
-    value, low, high = score["value"], score.get("ci_low"), score.get("ci_high")
-    if metric in PERCENT:
-        text, interval = f"{value:.0%}", (f" [{low:.0%}–{high:.0%}]" if low is not None and high is not None else "")
-        return text + interval
-    digits = 1 if metric in ("chrf_pp", "bleu") else 2
-    suffix = "×" if metric == "token_premium" else ""
-    interval = f" [{low:.{digits}f}–{high:.{digits}f}]" if low is not None and high is not None and low != high else ""
-    return f"{value:.{digits}f}{suffix}{interval}"
+    return on_hundred_scale(metric, float(score["value"]))
 
 
 def size_label(parameters: int | None) -> str:

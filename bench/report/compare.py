@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench.formatting import metric_label, on_hundred_scale
 from bench.metrics import METRICS, PairedComparison, paired_bootstrap
-from bench.report.collect import PERCENT, Cell
+from bench.report.collect import Cell
 
 ALPHA = 0.05
 
@@ -31,13 +32,14 @@ def compare_cells(first: Cell, second: Cell) -> PairedComparison | None:
 
 def points(metric: str | None, value: float) -> str:
     """A difference on the 0-100 scale of the cards: '+12.5 points' for accuracy, '+3.1 chrF++' otherwise."""
-    scale, unit = (100, "points") if metric in PERCENT else (1, {"chrf_pp": "chrF++", "bleu": "BLEU"}.get(metric or "", ""))
-    return f"{value * scale:+.1f} {unit}".rstrip()
+    known = METRICS.get(metric or "")
+    unit = "points" if known is not None and known.scale == "percent" else (metric_label(metric) if known is not None else "")
+    return f"{on_hundred_scale(metric, value):+.1f} {unit}".rstrip()
 
 
 def difference_text(metric: str | None, comparison: PairedComparison) -> str:
     """'+12.5 points [4.0 to 21.0], p = 0.004, 50 shared items'."""
-    scale = 100 if metric in PERCENT else 1
+    scale = on_hundred_scale(metric, 1.0)
     return (
         f"{points(metric, comparison.difference)} [{comparison.ci_low * scale:+.1f} to {comparison.ci_high * scale:+.1f}], "
         f"p = {comparison.p_value:.3f}, {comparison.n} shared item{'s' if comparison.n != 1 else ''}"

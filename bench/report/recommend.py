@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bench.formatting import money
 from bench.languages import display_name
 from bench.report.cards import find_language, load_verdicts
 from bench.report.collect import Cell, Collection, quality
 from bench.report.compare import Lead, compare_models
-from bench.report.site import money
 
 
 @dataclass

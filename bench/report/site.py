@@ -21,29 +21,14 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from bench.errors import UserError
+from bench.formatting import metric_label, money, number
 from bench.languages import display_name
 from bench.metrics import METRICS
 from bench.report.collect import Cell, Collection, subgroup_rows
-from bench.table import LABELS
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLES_PER_CELL = 5
 TEXT_LIMIT = 1500  # characters of a prompt or output shown on a model page
-
-
-def money(value: float | None) -> str:
-    """US$ with enough digits for tiny per-token prices: 12.3, 0.0456, 3.2e-06."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if value == 0:
-        return "0"
-    if abs(value) >= 1:
-        return f"{value:,.2f}"
-    return f"{value:.3g}" if abs(value) >= 1e-4 else f"{value:.2e}"
-
-
-def number(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
 
 
 def slug(text: str) -> str:
@@ -67,10 +52,6 @@ def page_context(script: bool = True) -> dict[str, Any]:
         "base-uri 'none'; form-action 'none'"
     )
     return {"css": css, "script": js, "with_script": script, "csp": csp}
-
-
-def metric_label(metric: str | None) -> str:
-    return LABELS.get(metric or "", metric or "–")
 
 
 def _model_page(cell: Cell) -> str:
@@ -342,7 +323,7 @@ def write_site(collection: Collection, out: Path, title: str = "accessbench lead
         if label not in entry["hardware"]:
             entry["hardware"].append(label)
     languages = sorted({(row["language_group"], display_name(row["language_group"])) for row in rows}, key=lambda pair: pair[1])
-    metrics = sorted({row["metric"] for row in rows if row["metric"]}, key=lambda m: list(LABELS).index(m) if m in LABELS else 99)
+    metrics = sorted({row["metric"] for row in rows if row["metric"]}, key=lambda m: list(METRICS).index(m) if m in METRICS else 99)
     index = env.get_template("index.html").render(
         **common,
         title=title,
