@@ -1,0 +1,154 @@
+"""Faults and hostile inputs through the real command line (docs/reliability.md): nothing lost, nothing escapes, no traceback.
+
+Each test reproduces one failure of issue 12 in a subprocess, as a user or an attacker would meet it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_cli
+
+from bench import results
+
+
+def tiny_run(model_dir: Path, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Bits per byte of 4 Hausa items on the tiny model (one chunk of 4 samples)."""
+    return run_cli(
+        "run", "-m", str(model_dir), "-t", "mgsm_symbolic_bpb", "-l", "hau", "--limit", "4", "--batch-size", "1", "--device", "cpu", "-o", str(output), *extra
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def samples_file(output: Path) -> Path:
+    [path] = output.glob("*/*/mgsm_symbolic_bpb/hau/samples.jsonl")
+    return path
+
+
+def run_folder(output: Path) -> Path:
+    [folder] = (path.parent for path in output.glob("*/manifest.json"))
+    return folder
+
+
+def doc_ids(path: Path) -> list[str]:
+    return [json.loads(line)["doc_id"] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def manifest(output: Path) -> dict:
+    return json.loads((run_folder(output) / "manifest.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished run, copied by each test that damages it."""
+    output = tmp_path_factory.mktemp("finished") / "out"
+    done = tiny_run(tiny_model_dir, output)
+    assert done.returncode == 0, done.stderr
+    return output
+
+
+def copy_of(finished_run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(finished_run, tmp_path / "out"))
+
+
+# ---------------------------------------------------------------- 1-4: data lost or duplicated
+def test_damage_in_the_middle_of_a_samples_file_is_reported_and_deletes_nothing(tiny_model_dir: Path, finished_run: Path, tmp_path: Path) -> None:
+    output = copy_of(finished_run, tmp_path)
+    path = samples_file(output)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[1] = lines[1][: len(lines[1]) // 2] + "\n"  # line 2 of 4 is damaged, lines 3 and 4 are good
+    path.write_text("".join(lines), encoding="utf-8")
+    before = path.read_bytes()
+    assert_one_line_error(tiny_run(tiny_model_dir, output), f"{path}: line 2 is not a sample record", "nothing was deleted")
+    assert path.read_bytes() == before
+
+
+def test_a_torn_last_line_is_repaired_and_only_its_sample_recomputed(tiny_model_dir: Path, finished_run: Path, tmp_path: Path) -> None:
+    output = copy_of(finished_run, tmp_path)
+    path = samples_file(output)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]) + lines[-1][:40], encoding="utf-8")  # kill -9 in the middle of the last append
+    again = tiny_run(tiny_model_dir, output)
+    assert again.returncode == 0, again.stderr
+    assert "(1 samples computed now" in again.stdout
+    assert sorted(doc_ids(path)) == sorted(json.loads(line)["doc_id"] for line in lines)
+
+
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from bench.run_lock import RunLock
+with RunLock(Path(sys.argv[1])):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_second_run_of_a_locked_folder_names_the_holder_and_exits(tiny_model_dir: Path, finished_run: Path, tmp_path: Path) -> None:
+    output = copy_of(finished_run, tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_folder(output))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = manifest(output)
+        assert_one_line_error(tiny_run(tiny_model_dir, output), "is in use by another accessbench run", f"pid {holder.pid} on host")
+        assert manifest(output) == before
+    finally:
+        holder.communicate("")
+
+
+def test_two_runs_started_together_write_every_sample_once(tiny_model_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "bench", "run", "-m", str(tiny_model_dir), "-t", "mgsm_symbolic_bpb", "-l", "hau", "--limit", "4"]
+    command += ["--batch-size", "1", "--device", "cpu", "-o", str(output)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = [(process.wait(timeout=300), process.stderr.read() if process.stderr else "") for process in runs]
+    for code, stderr in outcomes:
+        assert "Traceback" not in stderr
+        assert code == 0 or (code == 2 and "is in use by another accessbench run" in stderr), stderr
+    ids = doc_ids(samples_file(output))
+    assert len(ids) == 4 and len(set(ids)) == 4
+    statuses = [invocation["status"] for invocation in manifest(output)["invocations"]]
+    assert statuses == ["finished"] * sum(code == 0 for code, _ in outcomes)
+    assert not list(run_folder(output).glob("*.partial"))
+
+
+def test_a_corrupt_manifest_is_set_aside_and_the_run_resumes(tiny_model_dir: Path, finished_run: Path, tmp_path: Path) -> None:
+    output = copy_of(finished_run, tmp_path)
+    folder = run_folder(output)
+    (folder / "manifest.json").write_text('{"run_id": "x", "invocations": [', encoding="utf-8")
+    again = tiny_run(tiny_model_dir, output)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr and "(0 samples computed now" in again.stdout
+    [note] = [line for line in again.stderr.splitlines() if "damaged" in line]
+    [aside] = folder.glob("manifest.json.damaged-*")
+    assert aside.name in note and aside.read_text(encoding="utf-8") == '{"run_id": "x", "invocations": ['
+    assert [invocation["status"] for invocation in manifest(output)["invocations"]] == ["finished"]
+
+
+def test_an_invocation_left_running_is_marked_killed_by_the_next_run(tiny_model_dir: Path, finished_run: Path, tmp_path: Path) -> None:
+    output = copy_of(finished_run, tmp_path)
+    path = run_folder(output) / "manifest.json"
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    recorded["invocations"][0]["status"] = "running"  # what a power cut leaves (no crash watcher survives it either)
+    path.write_text(json.dumps(recorded), encoding="utf-8")
+    again = tiny_run(tiny_model_dir, output)
+    assert again.returncode == 0, again.stderr
+    assert [invocation["status"] for invocation in manifest(output)["invocations"]] == ["killed", "finished"]
+    assert results.count_saved_samples(run_folder(output)) == 4
