@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import UserError
+from bench.paths import is_safe_component
 
 SAMPLES = "samples.jsonl"
 SUMMARY = "summary.json"
@@ -33,6 +34,11 @@ class CellKey:
     model: str  # folder-safe model slug
     task: str
     language: str
+
+    def __post_init__(self) -> None:
+        for part in (self.model, self.task, self.language):  # each becomes one folder inside the run folder, never a path
+            if not is_safe_component(part):
+                raise UserError(f"'{part}' cannot name a results folder (it must be one plain name, not a path)")
 
     def folder(self, run_dir: Path) -> Path:
         return run_dir / self.model / self.task / self.language
@@ -131,6 +137,8 @@ class RunStore:
     """One run's folder."""
 
     def __init__(self, run_dir: Path) -> None:
+        if not is_safe_component(run_dir.name):
+            raise UserError(f"'{run_dir.name}' cannot name a run folder (it must be one plain name, not a path)")
         self.run_dir = run_dir
         try:
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -152,3 +152,64 @@ def test_an_invocation_left_running_is_marked_killed_by_the_next_run(tiny_model_
     assert again.returncode == 0, again.stderr
     assert [invocation["status"] for invocation in manifest(output)["invocations"]] == ["killed", "finished"]
     assert results.count_saved_samples(run_folder(output)) == 4
+
+
+# ---------------------------------------------------------------- 7-8: nothing escapes the output folder
+def test_a_language_cell_that_is_a_path_is_an_error_naming_the_row(tiny_model_dir: Path, tmp_path: Path) -> None:
+    task = tmp_path / "work" / "sms.csv"
+    task.parent.mkdir()
+    task.write_text("prompt,reference,language\nHello,Sannu,Hausa\nBye,Sai anjima,Hausa/../../../../elsewhere\n", encoding="utf-8")
+    result = run_cli("run", "--task-file", str(task), "-m", str(tiny_model_dir), "--device", "cpu", "-o", str(tmp_path / "work" / "out"))
+    assert_one_line_error(result, "row 3, column 'language'", "is not a language code")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["work"] and not (tmp_path / "work" / "out").exists()
+
+
+def test_a_language_name_in_a_task_file_is_filed_under_its_code(tiny_model_dir: Path, tmp_path: Path) -> None:
+    task = tmp_path / "sms.csv"
+    task.write_text("prompt,reference,language\nHello,Sannu,Hausa\n", encoding="utf-8")
+    done = run_cli("run", "--task-file", str(task), "-m", str(tiny_model_dir), "--device", "cpu", "--batch-size", "1", "-o", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert [path.parent.name for path in (tmp_path / "out").glob("*/*/sms/*/summary.json")] == ["hau"]
+
+
+def test_a_run_name_with_a_path_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "work" / "escape.yaml"
+    config.parent.mkdir()
+    config.write_text(f"name: ../../escaped\nmodels: ['{tiny_model_dir}']\ntasks: [mgsm_symbolic_bpb]\nlanguages: [hau]\noutput: {tmp_path / 'work' / 'out'}\n")
+    assert_one_line_error(run_cli("run", str(config)), f"{config}: field 'name'", "must be a plain name")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["work"] and sorted(path.name for path in config.parent.iterdir()) == ["escape.yaml"]
+
+
+# ---------------------------------------------------------------- 10, 11, 14: one line where a traceback was
+@pytest.mark.parametrize("size", ["0", "-2"])
+def test_a_batch_size_below_one_is_refused_before_loading(tiny_model_dir: Path, tmp_path: Path, size: str) -> None:
+    config = tmp_path / "batch.yaml"
+    config.write_text(f"models: ['{tiny_model_dir}']\ntasks: [mgsm_symbolic_bpb]\nlanguages: [hau]\nbatch_size: {size}\noutput: {tmp_path / 'out'}\n")
+    assert_one_line_error(run_cli("run", str(config)), f"{config}: field 'batch_size'", "must be a positive integer or 'auto'", f"(got {size})")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(os.urandom(4096), "it does not start with the GGUF signature"), (b"GGUF\x03\x00\x00\x00\x02\x00", "it is truncated or damaged")],
+    ids=["random-bytes", "truncated"],
+)
+def test_an_invalid_gguf_is_named_with_its_size(tmp_path: Path, content: bytes, why: str) -> None:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(content)
+    result = run_cli("run", "-m", str(model), "-t", "mgsm_symbolic_tax", "-l", "hau", "-o", str(tmp_path / "out"))
+    assert_one_line_error(result, f"{model} is not a valid GGUF file ({len(content):,} bytes; {why})")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where"),
+    [
+        ("nul.csv", "prompt,reference\nHello,Sannu\nBye,Sai\x00anjima\n", "row 3, column 'reference': a NUL byte"),
+        ("nul.jsonl", '{"prompt": "Hello", "reference": "Sannu"}\n{"prompt": "Bye\\u0000", "reference": "Sai"}\n', "line 2, column 'prompt': a NUL byte"),
+    ],
+)
+def test_a_nul_byte_in_a_task_file_is_refused_with_row_and_column(tiny_model_dir: Path, tmp_path: Path, name: str, content: str, where: str) -> None:
+    task = tmp_path / name
+    task.write_text(content, encoding="utf-8")
+    result = run_cli("run", "--task-file", str(task), "-m", str(tiny_model_dir), "-l", "hau", "-o", str(tmp_path / "out"))
+    assert_one_line_error(result, str(task), where)
