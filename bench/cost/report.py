@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from bench.config import CostConfig
 from bench.cost.pricing import Usage, api_comparison, language_figures, per_language, price, unit_input_price, usage
@@ -133,7 +133,7 @@ def _per_million(cost: Mapping[str, Any] | None, key: str) -> str:
 
 def language_table(costs: RunCosts) -> Table:
     code = costs.settings.currency.code
-    table = Table(title=f"Cost per model and language — {costs.run_dir.name}", caption=escape(_caption(costs)), caption_justify="left")
+    table = Table(title=f"Cost per model and language — {costs.run_dir.name}", caption=Text(_caption(costs)), caption_justify="left")
     headings = [
         ("model", "left"),
         ("language", "left"),
