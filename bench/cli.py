@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -13,6 +13,9 @@ from rich.text import Text
 
 from bench.console import console, errors, labelled
 from bench.errors import UserError
+
+if TYPE_CHECKING:
+    from bench.report.collect import Collection
 
 app = typer.Typer(
     help="Which open-weight LLM can you afford to run, how good is it in your language, and what does a token cost?",
@@ -263,9 +266,10 @@ def cost(
     """What the tokens of a run cost: per model and language, and against paid APIs."""
     from bench.cost.report import api_table, language_table, run_costs
 
-    runs = run_costs(results, {"currency": currency, "country": country, "hardware": hardware})
+    runs, skipped = run_costs(results, {"currency": currency, "country": country, "hardware": hardware})
+    _print_skipped(skipped)
     if not runs:
-        raise UserError(f"no runs in {results}; pass a folder written by `accessbench run` (it holds manifest.json)")
+        raise UserError(f"no readable runs in {results}; pass a folder written by `accessbench run` (it holds manifest.json)")
     for costs in runs:
         console.print(language_table(costs))
         console.print(api_table(costs))
@@ -311,6 +315,22 @@ def calibrate(
     console.print(calibration_table(backend.info, rows, bandwidth_gbs, bandwidth_source))
 
 
+def _print_skipped(lines: list[str]) -> None:
+    for line in lines:
+        errors.print(labelled("skipped:", "yellow", line), highlight=False, soft_wrap=True)
+
+
+def _collect(results: list[Path]) -> Collection:
+    """The merged results, after one line for each run or cell that could not be read."""
+    from bench.report.collect import collect
+
+    collection = collect(results)
+    _print_skipped(collection.skipped)
+    if not collection.cells:
+        raise UserError(f"no readable results in {', '.join(map(str, results))}; pass folders written by `accessbench run`")
+    return collection
+
+
 ResultsArgument = Annotated[list[Path], typer.Argument(help="results folders: run folders or folders of runs (any number, from any machine)")]
 
 
@@ -322,10 +342,9 @@ def report(
     title: Annotated[str, typer.Option(help="the leaderboard's title")] = "accessbench leaderboard",
 ) -> None:
     """Merge results folders into a static leaderboard site, leaderboard.md, .csv and .parquet."""
-    from bench.report.collect import collect
     from bench.report.site import write_site
 
-    collection = collect(results)
+    collection = _collect(results)
     index = write_site(collection, out, title)
     for line in collection.conflicts:
         errors.print(labelled("conflict:", "yellow", line), highlight=False, soft_wrap=True)
@@ -347,9 +366,8 @@ def card(
 ) -> None:
     """One printable fitness card per language: scores next to English, cost per 1,000 words, a plain verdict."""
     from bench.report.cards import write_cards
-    from bench.report.collect import collect
 
-    for path in write_cards(collect(results), lang, out, verdicts):
+    for path in write_cards(_collect(results), lang, out, verdicts):
         console.print(f"card: {path}", highlight=False)
 
 
@@ -362,11 +380,10 @@ def recommend(
     max_memory_gb: Annotated[float | None, typer.Option("--max-memory-gb", help="the memory your machine has for the model, in GB", min=0)] = None,
 ) -> None:
     """Rank the tested models that fit a budget by quality in a language, and say why the others were left out."""
-    from bench.report.collect import collect
     from bench.report.recommend import recommend as rank
     from bench.report.site import money
 
-    name, fits, excluded = rank(collect(results), lang, max_usd_per_1k_words, max_memory_gb)
+    name, fits, excluded = rank(_collect(results), lang, max_usd_per_1k_words, max_memory_gb)
     limits = [
         f"at most US$ {money(max_usd_per_1k_words)} per 1,000 words" if max_usd_per_1k_words is not None else "",
         f"at most {max_memory_gb:g} GB of memory" if max_memory_gb is not None else "",

@@ -133,6 +133,20 @@ def _read_samples(path: Path, repair: bool) -> list[dict[str, Any]]:
     return records
 
 
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    """A run folder's manifest, None when there is none yet; DamagedResults when it is not a manifest any more."""
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_bytes())
+    except ValueError as error:
+        raise DamagedResults(f"{path} is damaged ({str(error).splitlines()[0]})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("invocations", []), list):
+        raise DamagedResults(f"{path} is damaged (not a manifest)")
+    return manifest
+
+
 class RunStore:
     """One run's folder."""
 
@@ -178,17 +192,7 @@ class RunStore:
         write_json_atomic(cell.folder(self.run_dir) / SUMMARY, summary)
 
     def manifest(self) -> dict[str, Any] | None:
-        """The manifest, None when there is none yet; DamagedResults when it is not a manifest any more."""
-        path = self.run_dir / MANIFEST
-        if not path.is_file():
-            return None
-        try:
-            manifest = json.loads(path.read_bytes())
-        except ValueError as error:
-            raise DamagedResults(f"{path} is damaged ({str(error).splitlines()[0]})") from None
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("invocations", []), list):
-            raise DamagedResults(f"{path} is damaged (not a manifest)")
-        return manifest
+        return read_manifest(self.run_dir)
 
     def manifest_or_none(self) -> dict[str, Any] | None:
         """The manifest, or None when it is missing or unreadable (its samples stay usable)."""

@@ -227,7 +227,7 @@ def _take_over_manifest(store: RunStore, config: RunConfig, console: Console) ->
 def _run_cells(config: RunConfig, plan: Plan, store: RunStore, manifest: dict[str, Any], console: Console, backend_factory: BackendFactory) -> RunOutcome:
     finished = {cell.key: {s["doc_id"]: s for s in store.finished_samples(cell.key)} for cell in plan.cells}
     pending = {cell.key: [doc for doc in cell.docs if doc.id not in finished[cell.key]] for cell in plan.cells}
-    manifest["cost"] = plan.cost.describe()
+    manifest["cost"] = plan.cost.record()
     invocation = {
         "started_at": _now(),
         "host": socket.gethostname(),

@@ -288,3 +288,95 @@ def test_user_strings_that_look_like_markup_are_printed_verbatim(tiny_model_dir:
     (folder / "task.yaml").write_text("file: data.csv\nname: Not-A-Name\n", encoding="utf-8")
     result = run_cli("run", "--task-file", str(folder / "task.yaml"), "-m", str(model), "-l", "hau", "-o", str(tmp_path / "out"))
     assert_one_line_error(result, str(folder / "task.yaml"), "'^[a-z0-9_]+$'")
+
+
+# ---------------------------------------------------------------- 5: reports survive one bad folder
+def damage(run: Path, kind: str) -> Path:
+    """Damage a copy of a run folder as a crash, an editor or another version of accessbench would; return what to name."""
+    cell = next(run.glob("*/mgsm_symbolic_bpb/hau"))
+    if kind == "manifest":
+        (run / "manifest.json").write_text("{", encoding="utf-8")
+        return run
+    if kind == "summary":
+        (cell / "summary.json").write_text('{"metrics": ', encoding="utf-8")
+    elif kind == "metric":
+        summary = json.loads((cell / "summary.json").read_text(encoding="utf-8"))
+        summary["metrics"] = {"bits_per_byte_v2": summary["metrics"].pop("bits_per_byte")}
+        (cell / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    else:  # samples without a field
+        records = [json.loads(line) for line in (cell / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+        (cell / "samples.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "input_tokens"}) + "\n" for r in records))
+    return cell
+
+
+def test_reports_skip_a_damaged_run_or_cell_with_one_line_each(finished_run: Path, tmp_path: Path) -> None:
+    source = run_folder(finished_run)
+    named = {}
+    for kind in ("intact", "manifest", "summary", "metric", "samples"):
+        run = Path(shutil.copytree(source, tmp_path / "results" / kind / source.name))
+        named[kind] = None if kind == "intact" else damage(run, kind)
+    results_dir = str(tmp_path / "results")
+    commands = {
+        "report": ["report", results_dir, "--out", str(tmp_path / "site")],
+        "card": ["card", results_dir, "--lang", "hau", "--out", str(tmp_path / "cards")],
+        "recommend": ["recommend", results_dir, "--lang", "Hausa"],
+        "cost": ["cost", results_dir],
+    }
+    for command, args in commands.items():
+        result = run_cli(*args)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, f"{command}: {result.stderr}"
+        skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped: ")]
+        expected = ["manifest", "summary", "samples"] + ([] if command == "cost" else ["metric"])  # cost reads no metric
+        assert len(skipped) == len(expected), f"{command}: {result.stderr}"
+        for kind in expected:
+            assert sum(line.startswith(f"skipped: {named[kind]}: ") for line in skipped) == 1, f"{command} {kind}: {skipped}"
+    leaderboard = (tmp_path / "site" / "leaderboard.csv").read_text(encoding="utf-8").splitlines()
+    assert len(leaderboard) == 2 and f"{tmp_path}/results/intact/" in leaderboard[1]  # the header, and the intact cell
+    assert list((tmp_path / "cards").glob("card-*.html"))
+
+
+# ---------------------------------------------------------------- 6 and 9: priced anywhere, exported safely
+HOSTILE_PROFILE = "+<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run named '=1+2', of a model in a folder '@SUM(1+1)', priced with a profile file (named with HTML) deleted afterwards."""
+    base = tmp_path_factory.mktemp("hostile")
+    profile = base / "profiles" / "my-box.yaml"
+    profile.parent.mkdir()
+    profile.write_text(f"name: '{HOSTILE_PROFILE}'\nprice_usd: 500\nlifetime_years: 3\nhours_per_day: 6\n", encoding="utf-8")
+    model = shutil.copytree(tiny_model_dir, base / "@SUM(1+1)")
+    config = base / "hostile.yaml"
+    config.write_text(f"name: '=1+2'\nmodels: ['{model}']\ntasks: [mgsm_symbolic_bpb]\nlanguages: [hau]\nlimit: 2\nbatch_size: 1\n", encoding="utf-8")
+    done = run_cli("run", str(config), "--hardware", str(profile), "-o", str(base / "results"), "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    shutil.rmtree(profile.parent)  # results copied to another machine, or reported from another folder
+    return base / "results"
+
+
+def squeezed(text: str) -> str:
+    return "".join(text.split())
+
+
+def test_a_run_is_priced_from_its_recorded_profile_anywhere(hostile_run: Path, tmp_path: Path) -> None:
+    elsewhere = Path(shutil.copytree(hostile_run, tmp_path / "copied"))
+    cost = run_cli("cost", str(elsewhere), cwd=tmp_path)
+    assert cost.returncode == 0, cost.stderr
+    assert squeezed(f"Priced as hardware '{HOSTILE_PROFILE}'") in squeezed(cost.stdout)  # the table's caption
+    report = run_cli("report", str(elsewhere), "--out", str(tmp_path / "site"), cwd=tmp_path)
+    assert report.returncode == 0 and "skipped" not in report.stderr, report.stderr
+    repriced = run_cli("cost", str(elsewhere), "--hardware", "desktop-gpu-8gb", cwd=tmp_path)
+    assert repriced.returncode == 0 and "Pricedashardware'desktop-gpu-8gb'" in squeezed(repriced.stdout), repriced.stderr
+
+
+def test_exports_neutralise_formulas_and_escape_html(hostile_run: Path, tmp_path: Path) -> None:
+    import csv
+
+    assert run_cli("report", str(hostile_run), "--out", str(tmp_path / "site")).returncode == 0
+    with (tmp_path / "site" / "leaderboard.csv").open(encoding="utf-8", newline="") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert row["model"] == "'@SUM(1+1)" and row["run_id"].startswith("'=1+2-") and row["hardware_profile"] == "'" + HOSTILE_PROFILE
+    assert not [value for value in row.values() if value.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    markdown = (tmp_path / "site" / "leaderboard.md").read_text(encoding="utf-8")
+    assert "<img" not in markdown and "+&lt;img src=x onerror=alert(1)&gt;" in markdown
