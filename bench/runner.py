@@ -191,8 +191,9 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
         console.print(labelled("note:", "yellow", note), highlight=False, soft_wrap=True)
     store = RunStore(config.output / config.run_id())
     with RunLock(store.run_dir):
+        finished = {cell.key: {s["doc_id"]: s for s in store.finished_samples(cell.key)} for cell in plan.cells}  # damage stops the run here
         manifest = _take_over_manifest(store, config, console)
-        return _run_cells(config, plan, store, manifest, console, backend_factory)
+        return _run_cells(config, plan, store, manifest, finished, console, backend_factory)
 
 
 def _take_over_manifest(store: RunStore, config: RunConfig, console: Console) -> dict[str, Any]:
@@ -224,8 +225,16 @@ def _take_over_manifest(store: RunStore, config: RunConfig, console: Console) ->
     return manifest
 
 
-def _run_cells(config: RunConfig, plan: Plan, store: RunStore, manifest: dict[str, Any], console: Console, backend_factory: BackendFactory) -> RunOutcome:
-    finished = {cell.key: {s["doc_id"]: s for s in store.finished_samples(cell.key)} for cell in plan.cells}
+def _run_cells(
+    config: RunConfig,
+    plan: Plan,
+    store: RunStore,
+    manifest: dict[str, Any],
+    finished: dict[CellKey, dict[str, dict[str, Any]]],
+    console: Console,
+    backend_factory: BackendFactory,
+) -> RunOutcome:
+    """Record this invocation, evaluate what is pending, and close the invocation however the run ends."""
     pending = {cell.key: [doc for doc in cell.docs if doc.id not in finished[cell.key]] for cell in plan.cells}
     manifest["cost"] = plan.cost.record()
     invocation = {
