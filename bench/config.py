@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, field_validator, model_serializer, model_validator
 
 from bench.errors import UserError, did_you_mean
-from bench.paths import DATA_ENV
+from bench.paths import DATA_ENV, UNSAFE_CHARACTERS, is_safe_component, safe_component
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 BatchSize = int | Literal["auto"]
@@ -94,9 +94,13 @@ class ModelConfig(_Strict):
     @field_validator("batch_size")
     @classmethod
     def _positive_batch(cls, value: BatchSize | None) -> BatchSize | None:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be a positive integer or 'auto'")
+        _check_batch_size(value)
         return value
+
+
+def _check_batch_size(value: BatchSize | None) -> None:
+    if isinstance(value, int) and value < 1:
+        raise ValueError("must be a positive integer or 'auto'")
 
 
 DEFAULT_REFERENCE_APIS = ["openai:gpt-4o-mini", "google:gemini-2.5-flash", "deepseek:deepseek-chat"]
@@ -132,6 +136,20 @@ class RunConfig(_Strict):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     output: Path = Path("results")
     cost: CostConfig = Field(default_factory=CostConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        """The name starts the run folder's name: one plain path component, never a path."""
+        if value is not None and not is_safe_component(value):
+            raise ValueError(f"must be a plain name (it names the run folder): not a path, and none of {UNSAFE_CHARACTERS} or control characters")
+        return value
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value: BatchSize) -> BatchSize:
+        _check_batch_size(value)
+        return value
 
     @field_validator("models", mode="before")
     @classmethod
@@ -264,7 +282,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not UTF-8 text; save it as UTF-8") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: a run config must be a YAML mapping of fields (models, tasks, languages, …)")
-    data.setdefault("name", path.stem)
+    data.setdefault("name", safe_component(path.stem))
     return data
 
 

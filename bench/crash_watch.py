@@ -58,6 +58,7 @@ class CrashWatch:
 def _report(run_dir: Path, pid: int, cell: dict[str, str] | None, dump: str) -> str:
     """Mark the invocation crashed in the manifest, keep the dump, and return the one-line message."""
     from bench.results import RunStore, count_saved_samples
+    from bench.run_lock import RunLock
 
     fatal = next((line.split(":", 1)[1].strip() for line in dump.splitlines() if line.startswith("Fatal Python error:")), None)
     what = f"crashed ({fatal})" if fatal else "was killed (kill -9, or the system ran out of memory)"
@@ -68,12 +69,17 @@ def _report(run_dir: Path, pid: int, cell: dict[str, str] | None, dump: str) -> 
         crash_log.write_text(dump, encoding="utf-8")
         log = f"; details in {crash_log}"
     store = RunStore(run_dir)
-    manifest = store.manifest_or_none()
-    if manifest is not None:
-        for invocation in manifest.get("invocations", []):
-            if invocation.get("pid") == pid and invocation.get("status") == "running":
-                invocation["status"] = f"crashed: {fatal or 'killed'}" + (f" in {cell['label']}" if cell else "")
-        store.write_manifest(manifest)
+    lock = RunLock(run_dir)
+    if lock.try_take():  # else a new run already owns the folder, and marks the invocation killed itself
+        try:
+            manifest = store.manifest_or_none()
+            if manifest is not None:
+                for invocation in manifest.get("invocations", []):
+                    if invocation.get("pid") == pid and invocation.get("status") == "running":
+                        invocation["status"] = f"crashed: {fatal or 'killed'}" + (f" in {cell['label']}" if cell else "")
+                store.write_manifest(manifest)
+        finally:
+            lock.release()
     hint = "rerun the same command to resume"
     if cell and cell["backend"] == "llamacpp":
         hint += "; if llama.cpp crashes again, use backend: hf for this model or rebuild it with `python install.py llamacpp`"

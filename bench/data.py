@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.errors import UserError
-from bench.languages import language_key
+from bench.languages import language_code
 from bench.paths import DATA_ENV, mirror_dir
 
 Row = dict[str, Any]
@@ -438,6 +438,12 @@ def parse_list(value: Any) -> list[str] | None:
     return [str(item).strip() for item in value]
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return isinstance(value, str) and "\x00" in value
+
+
 def read_user_rows(user: UserFile) -> tuple[Row, ...]:
     """A user's CSV/JSONL as rows with the standard keys id, prompt, reference, language[, choices].
 
@@ -482,10 +488,11 @@ def _read_user_rows(columns: UserFile, _mtime: int) -> tuple[Row, ...]:
             problems.append(f"{where}, column '{columns.id}': duplicate id '{row['id']}' (also on {word} {seen_ids[row['id']]})")
         else:
             seen_ids[row["id"]] = number
+        problems.extend(f"{where}, column '{column}': a NUL byte (text files hold none; remove it)" for column, value in record.items() if _has_nul(value))
         language = text(record, columns.language) if has_language else ""
         if language and language != "und":
             try:
-                language_key(language)
+                language = language_code(language)  # only a matched code ever names a results folder
             except (LookupError, ValueError):
                 problems.append(f"{where}, column '{columns.language}': '{language}' is not a language code (use hau, hau_Latn or Hausa)")
         row["language"] = language or default_language

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -56,6 +57,26 @@ def language_key(code: str) -> tuple[str, str | None]:
         script = ""
     language = _MACROLANGUAGE.get(language or "", language)
     return str(language), (script.capitalize() or None) if script and script.isalpha() and len(script) == 4 else None
+
+
+_CODE = re.compile(r"[A-Za-z]{2,3}(?:[_-][A-Za-z]{4})?")  # hau, ha, hau_Latn
+_NAME = re.compile(r"[^\W\d_]+(?:[ '’(),-]+[^\W\d_]+)*\)?")  # Hausa, Swahili (macrolanguage), N'Ko
+
+
+def language_code(text: str) -> str:
+    """The code a language a user wrote is filed under (results folders are named by it): the text itself when it
+    is a code (hau, hau_Latn), else the ISO 639-3 code of the language it names (Hausa → hau).
+
+    Raises LookupError for anything else, a path such as ``Hausa/../x`` included.
+    """
+    text = text.strip()
+    if _CODE.fullmatch(text):
+        language_key(text)  # a code langcodes knows
+        return text
+    if not _NAME.fullmatch(text):
+        raise LookupError(text)
+    language, _ = language_key(text)
+    return str(langcodes.Language.get(language).to_alpha3())
 
 
 def display_name(code: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -30,3 +31,20 @@ def mirror_dir(configured: Path | None = None) -> Path | None:
         return Path(configured).expanduser()
     from_env = os.environ.get(DATA_ENV)
     return Path(from_env).expanduser() if from_env else None
+
+
+# ---------------------------------------------------------------- names that become folders
+UNSAFE_CHARACTERS = '/ \\ : * ? " < > |'
+_UNSAFE = re.compile(r'[/\\:*?"<>|\x00-\x1f\x7f]+')
+
+
+def is_safe_component(name: str) -> bool:
+    """Whether ``name`` is one portable path component: no separator, no character Windows forbids, no control
+    character, not ``.`` or ``..``, no leading or trailing space, at most 255 bytes."""
+    return 0 < len(name.encode("utf-8")) <= 255 and name not in (".", "..") and name == name.strip() and not _UNSAFE.search(name)
+
+
+def safe_component(text: str) -> str:
+    """``text`` made into a safe component (runs of unsafe characters become ``-``)."""
+    name = _UNSAFE.sub("-", text).strip()[:100].strip()
+    return name if is_safe_component(name) else "run"

@@ -9,16 +9,20 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from bench.errors import UserError
+from bench.paths import is_safe_component
 
 SAMPLES = "samples.jsonl"
 SUMMARY = "summary.json"
@@ -31,52 +35,128 @@ class CellKey:
     task: str
     language: str
 
+    def __post_init__(self) -> None:
+        for part in (self.model, self.task, self.language):  # each becomes one folder inside the run folder, never a path
+            if not is_safe_component(part):
+                raise UserError(f"'{part}' cannot name a results folder (it must be one plain name, not a path)")
+
     def folder(self, run_dir: Path) -> Path:
         return run_dir / self.model / self.task / self.language
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_no_space(error: BaseException) -> bool:
+    """Whether ``error`` says the disk (or the user's quota) is full."""
+    return isinstance(error, OSError) and error.errno in NO_SPACE
+
+
+class DamagedResults(UserError):
+    """A results file that cannot be read as written; the message names the file (and line), and nothing is deleted."""
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _json_bytes(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False, indent=2, default=str).encode("utf-8")
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file, fsync it, then rename it over ``path``."""
+    """Write JSON to a temporary file, fsync it, then rename it over ``path``; on failure the temporary file is removed."""
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # unique per process
-    with partial.open("w", encoding="utf-8") as handle:
-        json.dump(data, handle, ensure_ascii=False, indent=2, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, _json_bytes(data))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        partial.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise
+
+
+def _overwrite_in_place(path: Path, data: Any) -> None:
+    """Rewrite an existing file's bytes where they are: when the disk is full there is no room for a temporary copy."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        payload = _json_bytes(data)
+        _write_all(fd, payload)
+        os.ftruncate(fd, len(payload))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sample(line: bytes) -> dict[str, Any] | None:
+    """The sample record on one line, or None when the line is not one."""
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) and "doc_id" in record else None
 
 
 def _read_samples(path: Path, repair: bool) -> list[dict[str, Any]]:
-    """Read a samples file; a line torn by a crash (always the last) is dropped, and cut off when ``repair``."""
+    """Read a samples file.
+
+    A last line without its newline is an append cut short by a crash: it is dropped, and cut off
+    when ``repair``. Any other line that is not a sample is damage this code did not make: a
+    DamagedResults names the file and line, and nothing is deleted.
+    """
     if not path.is_file():
         return []
     raw = path.read_bytes()
-    records, seen, good_end, offset = [], set(), 0, 0
-    for line in raw.splitlines(keepends=True):
-        offset += len(line)
-        try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            break
-        if not line.endswith(b"\n"):
-            break
-        good_end = offset
+    lines = raw.split(b"\n")
+    torn = lines.pop()  # b"" when the file ends with a newline
+    records, seen = [], set()
+    for number, line in enumerate(lines, start=1):
+        record = _sample(line)
+        if record is None:
+            raise DamagedResults(
+                f"{path}: line {number} is not a sample record (damaged or edited); nothing was deleted: "
+                "repair or remove that line (its sample is then computed again), and rerun"
+            )
         if record["doc_id"] not in seen:  # a sample is never counted twice
             seen.add(record["doc_id"])
             records.append(record)
-    if repair and good_end < len(raw):
+    if repair and torn:
         with path.open("r+b") as handle:
-            handle.truncate(good_end)
+            handle.truncate(len(raw) - len(torn))
     return records
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    """A run folder's manifest, None when there is none yet; DamagedResults when it is not a manifest any more."""
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_bytes())
+    except ValueError as error:
+        raise DamagedResults(f"{path} is damaged ({str(error).splitlines()[0]})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("invocations", []), list):
+        raise DamagedResults(f"{path} is damaged (not a manifest)")
+    return manifest
 
 
 class RunStore:
     """One run's folder."""
 
     def __init__(self, run_dir: Path) -> None:
+        if not is_safe_component(run_dir.name):
+            raise UserError(f"'{run_dir.name}' cannot name a run folder (it must be one plain name, not a path)")
         self.run_dir = run_dir
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            probe = run_dir / ".write-test"
+            probe = run_dir / f".write-test.{os.getpid()}"
             probe.write_text("ok", encoding="utf-8")
             probe.unlink()
         except OSError as error:
@@ -90,11 +170,19 @@ class RunStore:
         """Append finished samples and make sure they reach the disk before returning."""
         folder = cell.folder(self.run_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        payload = "".join(json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in records)
-        with (folder / SAMPLES).open("a", encoding="utf-8") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
+        payload = "".join(json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in records).encode("utf-8")
+        fd = os.open(folder / SAMPLES, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                _write_all(fd, payload)
+                os.fsync(fd)
+            except OSError:  # (disk full) take back what part of the chunk got written: only whole, synced chunks count
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
 
     def summary(self, cell: CellKey) -> dict[str, Any] | None:
         path = cell.folder(self.run_dir) / SUMMARY
@@ -104,18 +192,30 @@ class RunStore:
         write_json_atomic(cell.folder(self.run_dir) / SUMMARY, summary)
 
     def manifest(self) -> dict[str, Any] | None:
-        path = self.run_dir / MANIFEST
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return read_manifest(self.run_dir)
 
     def manifest_or_none(self) -> dict[str, Any] | None:
         """The manifest, or None when it is missing or unreadable (its samples stay usable)."""
         try:
             return self.manifest()
-        except (ValueError, OSError):
+        except (DamagedResults, OSError):
             return None
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_json_atomic(self.run_dir / MANIFEST, manifest)
+    def set_manifest_aside(self) -> Path:
+        """Rename a damaged manifest to ``manifest.json.damaged-<time>`` (kept for inspection) and return its new path."""
+        aside = self.run_dir / f"{MANIFEST}.damaged-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+        (self.run_dir / MANIFEST).replace(aside)
+        return aside
+
+    def write_manifest(self, manifest: dict[str, Any], *, in_place_if_full: bool = False) -> None:
+        """Replace the manifest atomically; ``in_place_if_full``: when the disk is full, rewrite the old file's bytes instead."""
+        path = self.run_dir / MANIFEST
+        try:
+            write_json_atomic(path, manifest)
+        except OSError as error:
+            if not (in_place_if_full and is_no_space(error) and path.is_file()):
+                raise
+            _overwrite_in_place(path, manifest)
 
 
 def count_saved_samples(run_dir: Path) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bench.config import ModelConfig, RunConfig
+from bench.console import errors, labelled
 from bench.cost.meter import Meter
 from bench.cost.pricing import cell_cost
 from bench.cost.profiles import CostSettings, resolve_cost
@@ -27,7 +29,8 @@ from bench.formatting import format_score
 from bench.kinds import TaskKind
 from bench.models.base import Backend, auto_batch_size
 from bench.models.registry import load_backend, preflight, with_backend
-from bench.results import CellKey, RunStore
+from bench.results import CellKey, DamagedResults, RunStore, count_saved_samples, is_no_space
+from bench.run_lock import RunLock
 from bench.tasks import Doc, TaskSpec, get_task, load_docs, task_from_file
 
 BackendFactory = Callable[[ModelConfig, RunConfig], Backend]
@@ -191,24 +194,65 @@ def _chunks(docs: list[Doc], size: int) -> list[list[Doc]]:
 
 
 def run(config: RunConfig, console: Console | None = None, backend_factory: BackendFactory = _load_backend) -> RunOutcome:
-    """Run every unfinished cell of ``config``; finished samples are never recomputed."""
-    console = console or Console(stderr=True)
+    """Run every unfinished cell of ``config``; finished samples are never recomputed.
+
+    The run folder is locked for the whole run: a second run of it stops with a UserError naming
+    the process that holds it.
+    """
+    console = console or errors
     backend_notes: list[str] = []
     config = config.model_copy(update={"models": [with_backend(model, backend_notes) for model in config.models]})
     plan = make_plan(config)
     for note in [*backend_notes, *plan.notes]:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(labelled("note:", "yellow", note), highlight=False, soft_wrap=True)
     store = RunStore(config.output / config.run_id())
-    manifest = store.manifest() or {
-        "run_id": config.run_id(),
-        "config": config.model_dump(mode="json"),
-        "config_hash": config.fingerprint(),
-        "seed": config.seed,
-        "started_at": _now(),
-        "invocations": [],
-        "models": {},
-    }
-    manifest["cost"] = plan.cost.describe()
+    with RunLock(store.run_dir):
+        finished = {cell.key: {s["doc_id"]: s for s in store.finished_samples(cell.key)} for cell in plan.cells}  # damage stops the run here
+        manifest = _take_over_manifest(store, config, console)
+        return _run_cells(config, plan, store, manifest, finished, console, backend_factory)
+
+
+def _take_over_manifest(store: RunStore, config: RunConfig, console: Console) -> dict[str, Any]:
+    """The run folder's manifest, now that this process owns the folder.
+
+    An invocation still marked running cannot be (the lock is ours): it was killed. A damaged
+    manifest is set aside with a note and a new one started; the samples do not depend on it.
+    """
+    try:
+        manifest = store.manifest()
+    except DamagedResults as error:
+        aside = store.set_manifest_aside()
+        console.print(labelled("note:", "yellow", f"{error}; kept as {aside.name} and a new manifest started (the samples are intact)"), soft_wrap=True)
+        manifest = None
+    if manifest is None:
+        return {
+            "run_id": config.run_id(),
+            "config": config.model_dump(mode="json"),
+            "config_hash": config.fingerprint(),
+            "seed": config.seed,
+            "started_at": _now(),
+            "invocations": [],
+            "models": {},
+        }
+    for invocation in manifest.setdefault("invocations", []):
+        if isinstance(invocation, dict) and invocation.get("status") == "running":
+            invocation["status"] = "killed"
+    manifest.setdefault("models", {})
+    return manifest
+
+
+def _run_cells(
+    config: RunConfig,
+    plan: Plan,
+    store: RunStore,
+    manifest: dict[str, Any],
+    finished: dict[CellKey, dict[str, dict[str, Any]]],
+    console: Console,
+    backend_factory: BackendFactory,
+) -> RunOutcome:
+    """Record this invocation, evaluate what is pending, and close the invocation however the run ends."""
+    pending = {cell.key: [doc for doc in cell.docs if doc.id not in finished[cell.key]] for cell in plan.cells}
+    manifest["cost"] = plan.cost.record()
     invocation = {
         "started_at": _now(),
         "host": socket.gethostname(),
@@ -221,86 +265,114 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
     }
     manifest.update({"versions": invocation["versions"], "git": invocation["git"], "hardware": invocation["hardware"]})
     manifest["invocations"].append(invocation)
-    store.write_manifest(manifest)
-    watch = CrashWatch(store.run_dir)
-
-    finished = {cell.key: {s["doc_id"]: s for s in store.finished_samples(cell.key)} for cell in plan.cells}
-    pending = {cell.key: [doc for doc in cell.docs if doc.id not in finished[cell.key]] for cell in plan.cells}
     computed = 0
     try:
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            bar = progress.add_task("planning", total=sum(len(docs) for docs in pending.values()))
-            for model in config.models:
-                cells = [cell for cell in plan.cells if cell.model is model]  # summaries are always rewritten: cost settings may have changed
-                backend, meter = None, None
-                if any(pending[cell.key] for cell in cells):
-                    progress.update(bar, description=f"loading {cells[0].model_title} (a GGUF is converted once, then cached)")
-                    backend = backend_factory(model, config)
-                    backend.loglikelihood_rolling(["Warm-up."])  # unmetered: lazy start-up is not charged to the first cell
-                    meter = Meter(backend.info.device)
-                    meter_info = {
-                        "energy_methods": meter.methods,
-                        "cpu": meter.cpu.model,
-                        "cpu_tdp_watts": meter.cpu.tdp_watts,
-                        "cpu_tdp_source": meter.cpu.source,
-                        "threads": meter.threads,
-                    }
-                    manifest["models"][cells[0].model_slug] = {**asdict(backend.info), "meter": meter_info}
-                    store.write_manifest(manifest)
-                try:
-                    for cell in cells:
-                        cell_started = time.perf_counter()
-                        label = f"{cell.model_title} · {cell.task.name} · {cell.language}"
-                        progress.update(bar, description=label)
-                        watch.cell(label, model.backend)
-                        if pending[cell.key] and backend is not None:
-                            params = generation_params(cell.task, config.generation)
-                            size = _chunk_size(config, model, backend.info.device, cell.task.task_kind)
-                            for chunk in _chunks(cell.docs, size):
-                                todo_docs = [doc for doc in chunk if doc.id not in finished[cell.key]]
-                                if not todo_docs:
-                                    continue
-                                records = evaluate_docs(cell.task, todo_docs, backend, params, cell.reference, meter)
-                                store.append_samples(cell.key, records)
-                                finished[cell.key].update({record["doc_id"]: record for record in records})
-                                computed += len(records)
-                                progress.advance(bar, len(records))
-                        info = manifest["models"].get(cell.model_slug)
-                        cell_summary = _cell_summary(cell, plan, config, list(finished[cell.key].values()), info)
-                        store.write_summary(cell.key, cell_summary)
-                        if not console.is_terminal:  # CI logs, `| tee`: a line per finished cell instead of a silent bar
-                            console.print(finished_line(label, cell_summary, time.perf_counter() - cell_started), highlight=False, soft_wrap=True)
-                finally:
-                    if meter is not None:
-                        meter.close()
-                    if backend is not None:
-                        backend.close()
-            progress.update(bar, description="done")
+        store.write_manifest(manifest)
+        watch = CrashWatch(store.run_dir)
+        try:
+            computed = _evaluate(config, plan, store, manifest, finished, pending, watch, console, backend_factory)
+        finally:
+            watch.done()
+        _close_invocation(store, manifest, invocation, "finished")
     except KeyboardInterrupt:
-        watch.done()
-        _close_invocation(store, manifest, invocation, "interrupted")
+        _close_quietly(store, manifest, invocation, "interrupted")
         raise RunInterrupted(store.run_dir, sum(len(samples) for samples in finished.values())) from None
     except BaseException as error:
-        watch.done()
-        _close_invocation(store, manifest, invocation, f"failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        if is_no_space(error):
+            _close_quietly(store, manifest, invocation, "failed: no space left on the disk")
+            where = getattr(error, "filename", None) or store.run_dir
+            saved = count_saved_samples(store.run_dir)
+            raise UserError(
+                f"no space left on {where}; {saved} samples are saved in {store.run_dir}; free space and rerun the same command to resume"
+            ) from None
+        _close_quietly(store, manifest, invocation, f"failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
         raise
-    watch.done()
-    _close_invocation(store, manifest, invocation, "finished")
     summaries = [summary for cell in plan.cells if (summary := store.summary(cell.key)) is not None]
     return RunOutcome(store.run_dir, summaries, computed)
 
 
-def _close_invocation(store: RunStore, manifest: dict[str, Any], invocation: dict[str, Any], status: str) -> None:
+def _evaluate(
+    config: RunConfig,
+    plan: Plan,
+    store: RunStore,
+    manifest: dict[str, Any],
+    finished: dict[CellKey, dict[str, dict[str, Any]]],
+    pending: dict[CellKey, list[Doc]],
+    watch: CrashWatch,
+    console: Console,
+    backend_factory: BackendFactory,
+) -> int:
+    """Evaluate every pending doc, model by model, appending samples and rewriting summaries; return the samples computed."""
+    computed = 0
+    with Progress(
+        TextColumn("{task.description}", style="bold", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        bar = progress.add_task("planning", total=sum(len(docs) for docs in pending.values()))
+        for model in config.models:
+            cells = [cell for cell in plan.cells if cell.model is model]  # summaries are always rewritten: cost settings may have changed
+            backend, meter = None, None
+            if any(pending[cell.key] for cell in cells):
+                progress.update(bar, description=f"loading {cells[0].model_title} (a GGUF is converted once, then cached)")
+                backend = backend_factory(model, config)
+                backend.loglikelihood_rolling(["Warm-up."])  # unmetered: lazy start-up is not charged to the first cell
+                meter = Meter(backend.info.device)
+                meter_info = {
+                    "energy_methods": meter.methods,
+                    "cpu": meter.cpu.model,
+                    "cpu_tdp_watts": meter.cpu.tdp_watts,
+                    "cpu_tdp_source": meter.cpu.source,
+                    "threads": meter.threads,
+                }
+                manifest["models"][cells[0].model_slug] = {**asdict(backend.info), "meter": meter_info}
+                store.write_manifest(manifest)
+            try:
+                for cell in cells:
+                    cell_started = time.perf_counter()
+                    label = f"{cell.model_title} · {cell.task.name} · {cell.language}"
+                    progress.update(bar, description=label)
+                    watch.cell(label, model.backend)
+                    if pending[cell.key] and backend is not None:
+                        params = generation_params(cell.task, config.generation)
+                        size = _chunk_size(config, model, backend.info.device, cell.task.task_kind)
+                        for chunk in _chunks(cell.docs, size):
+                            todo_docs = [doc for doc in chunk if doc.id not in finished[cell.key]]
+                            if not todo_docs:
+                                continue
+                            records = evaluate_docs(cell.task, todo_docs, backend, params, cell.reference, meter)
+                            store.append_samples(cell.key, records)
+                            finished[cell.key].update({record["doc_id"]: record for record in records})
+                            computed += len(records)
+                            progress.advance(bar, len(records))
+                    info = manifest["models"].get(cell.model_slug)
+                    cell_summary = _cell_summary(cell, plan, config, list(finished[cell.key].values()), info)
+                    store.write_summary(cell.key, cell_summary)
+                    if not console.is_terminal:  # CI logs, `| tee`: a line per finished cell instead of a silent bar
+                        console.print(finished_line(label, cell_summary, time.perf_counter() - cell_started), highlight=False, soft_wrap=True)
+            finally:
+                if meter is not None:
+                    meter.close()
+                if backend is not None:
+                    backend.close()
+        progress.update(bar, description="done")
+    return computed
+
+
+def _close_invocation(store: RunStore, manifest: dict[str, Any], invocation: dict[str, Any], status: str, *, in_place_if_full: bool = False) -> None:
     invocation["finished_at"] = _now()
     invocation["status"] = status
     manifest["finished_at"] = invocation["finished_at"]
-    store.write_manifest(manifest)
+    store.write_manifest(manifest, in_place_if_full=in_place_if_full)
+
+
+def _close_quietly(store: RunStore, manifest: dict[str, Any], invocation: dict[str, Any], status: str) -> None:
+    """Close the invocation after a failure without failing again: on a full disk the old manifest's bytes are
+    rewritten in place; if even that fails, the next run to take the folder marks the invocation killed."""
+    with contextlib.suppress(OSError):
+        _close_invocation(store, manifest, invocation, status, in_place_if_full=True)

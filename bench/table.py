@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from bench.formatting import format_score, language_group, metric_label
 from bench.languages import display_name
@@ -33,7 +33,7 @@ def results_table(summaries: Sequence[dict[str, Any]], title: str = "Results") -
     used = sorted({metric for _, metric in columns if metric in METRICS}, key=list(METRICS).index)
     arrows = {True: "higher is better", False: "lower is better", None: "descriptive"}
     caption = "\n".join(f"{METRICS[m].label}: {METRICS[m].description} ({arrows[METRICS[m].higher_is_better]})" for m in used)
-    table = Table(title=title, caption=escape(caption + "\n[low–high]: 95% confidence interval; all metrics are in each summary.json"), caption_justify="left")
+    table = Table(title=title, caption=Text(caption + "\n[low–high]: 95% confidence interval; all metrics are in each summary.json"), caption_justify="left")
     table.add_column("model", style="bold", overflow="fold")
     table.add_column("language", overflow="fold")
     for task, metric in columns:

@@ -25,7 +25,7 @@ from bench.config import describe_validation_error
 from bench.data import Row, SourceSpec, UserFile, load_rows, parse_list, read_user_rows
 from bench.errors import UserError, did_you_mean, short_list
 from bench.kinds import KINDS, TaskKind
-from bench.languages import display_name, language_key, match_language
+from bench.languages import display_name, language_code, match_language
 from bench.metrics import METRICS
 from bench.paths import builtin_dir
 
@@ -347,7 +347,7 @@ def task_from_file(path: Path, default_language: str | None = None) -> TaskSpec:
     language = pointer.language or default_language or "und"
     if language != "und":
         try:
-            language_key(language)
+            language = language_code(language)
         except (LookupError, ValueError):
             raise UserError(f"{path}: '{language}' is not a language code; use hau, hau_Latn or Hausa") from None
     user = UserFile(

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import csv
 import difflib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,29 @@ class CostSettings:
             "gco2e_per_kwh": self.country.gco2e_per_kwh,
             "carbon_source": f"{self.country.carbon_source} ({self.country.carbon_year})" if self.country.carbon_source else None,
         }
+
+    def record(self) -> dict[str, Any]:
+        """What a run's manifest keeps: ``describe()`` and the values of the hardware profile and the country's row,
+        so the run can be re-priced on any machine and from any folder, without the profile's file."""
+        return {**self.describe(), "hardware_values": self.hardware.model_dump(), "country_values": asdict(self.country)}
+
+
+def recorded_cost(manifest: Mapping[str, Any], overrides: Mapping[str, str | None]) -> CostSettings:
+    """The settings a run was priced with, from its manifest; a given override (``--hardware``, ``--country``,
+    ``--currency``) re-prices it. A manifest written before the values were kept names its profile, looked up here."""
+    section = dict((manifest.get("config") or {}).get("cost") or {})
+    given = {key: value for key, value in overrides.items() if value is not None}
+    config = CostConfig.model_validate({**section, **given})
+    recorded = manifest.get("cost") or {}
+    if "hardware" not in given and isinstance(recorded.get("hardware_values"), dict):
+        hardware = HardwareProfile.model_validate(recorded["hardware_values"])
+    else:
+        hardware = load_hardware(config.hardware)
+    if "country" not in given and isinstance(recorded.get("country_values"), dict):
+        country = Country(**recorded["country_values"])
+    else:
+        country = find_country(config.country, config.electricity_table)
+    return CostSettings(hardware, country, find_currency(config.currency), tuple(reference_price(api) for api in config.reference_apis))
 
 
 def resolve_cost(config: CostConfig) -> CostSettings:

@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from bench.config import CostConfig
 from bench.cost.pricing import Usage, api_comparison, language_figures, per_language, price, unit_input_price, usage
-from bench.cost.profiles import CostSettings, resolve_cost
+from bench.cost.profiles import CostSettings, recorded_cost
+from bench.errors import UserError
 from bench.formatting import money, number
 from bench.kinds import KINDS, TaskKind
 from bench.languages import display_name
-from bench.results import MANIFEST, SAMPLES, SUMMARY, _read_samples, _run_dirs
+from bench.results import SAMPLES, SUMMARY, _read_samples, _run_dirs, read_manifest
 
 
 @dataclass
@@ -26,6 +26,7 @@ class CellData:
     title: str
     summary: dict[str, Any]
     samples: list[dict[str, Any]]
+    folder: Path
 
     @property
     def kind(self) -> TaskKind | None:
@@ -38,7 +39,7 @@ class CellData:
 
     @property
     def language(self) -> str:
-        return self.summary["language"]
+        return str(self.summary["language"])
 
 
 @dataclass
@@ -48,16 +49,40 @@ class RunCosts:
     languages: list[dict[str, Any]]  # one row per model and language
     models: list[dict[str, Any]]  # one row per model: its inference cells' cost and the same tokens on paid APIs
     total: dict[str, float]  # every cell of the run: hardware, electricity, total
+    cells: list[CellData]  # the readable cells
+    skipped: list[str]  # one line per cell that could not be read, naming its folder and why
 
 
-def _cells(run_dir: Path) -> list[CellData]:
-    cells = []
+def unreadable(error: Exception) -> str:
+    """Why a results file written by another version (or damaged) could not be used, in a few words."""
+    if isinstance(error, KeyError):
+        return f"no field {error}"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+READ_ERRORS = (UserError, ValueError, KeyError, TypeError, AttributeError, OSError)  # what another version's files raise
+
+
+def _cell(summary_file: Path) -> CellData:
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    if not isinstance(summary, dict):
+        raise ValueError("not a summary")
+    for name in ("model", "task", "language"):
+        if not isinstance(summary.get(name), str):
+            raise KeyError(name)
+    samples = _read_samples(summary_file.parent / SAMPLES, repair=False)
+    usage(samples)  # every sample has the fields pricing needs
+    return CellData(summary_file.parent.parent.parent.name, str(summary.get("model_title") or summary["model"]), summary, samples, summary_file.parent)
+
+
+def _cells(run_dir: Path) -> tuple[list[CellData], list[str]]:
+    cells, skipped = [], []
     for summary_file in sorted(run_dir.glob(f"*/*/*/{SUMMARY}")):
-        summary = json.loads(summary_file.read_text(encoding="utf-8"))
-        samples = _read_samples(summary_file.parent / SAMPLES, repair=False)
-        slug = summary_file.parent.parent.parent.name
-        cells.append(CellData(slug, summary.get("model_title") or summary["model"], summary, samples))
-    return cells
+        try:
+            cells.append(_cell(summary_file))
+        except READ_ERRORS as error:
+            skipped.append(f"{summary_file.parent}: {unreadable(error)}; that cell is left out")
+    return cells, skipped
 
 
 def _metric(summary: Mapping[str, Any], name: str) -> float | None:
@@ -94,28 +119,37 @@ def _language_row(model: str, language: str, cells: list[CellData], input_price:
     }
 
 
-def run_costs(path: Path, overrides: Mapping[str, str | None] | None = None) -> list[RunCosts]:
-    """Re-price every run below ``path`` from its samples, with its own cost settings and any overrides."""
-    found = []
+def run_cost(run_dir: Path, overrides: Mapping[str, str | None] | None = None) -> RunCosts:
+    """Re-price one run from its samples, with the cost settings its manifest recorded and any overrides."""
+    manifest = read_manifest(run_dir) or {}
+    settings = recorded_cost(manifest, overrides or {})
+    cells, skipped = _cells(run_dir)
+    languages, models = [], []
+    for model in dict.fromkeys(cell.model for cell in cells):
+        model_cells = [cell for cell in cells if cell.model == model]
+        used = _merged([cell for cell in model_cells if cell.priced] or model_cells)  # counting tokens is no inference
+        inference = price(used, settings)
+        for language in dict.fromkeys(cell.language for cell in model_cells):
+            chosen = [cell for cell in model_cells if cell.language == language]
+            languages.append(_language_row(model, language, chosen, unit_input_price(inference), settings))
+        names = [model_cells[0].title, model_cells[0].summary.get("model", "")]
+        models.append({"model": model_cells[0].title, "cost": inference, "apis": api_comparison(used, settings, names)})
+    total = price(_merged(cells), settings)["total"]
+    return RunCosts(run_dir, settings, languages, models, total, cells, skipped)
+
+
+def run_costs(path: Path, overrides: Mapping[str, str | None] | None = None) -> tuple[list[RunCosts], list[str]]:
+    """Every run below ``path`` re-priced, and one line per run or cell that could not be read (the rest are priced)."""
+    found, skipped = [], []
     for run_dir in _run_dirs(Path(path)):
-        manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
-        section = dict((manifest.get("config") or {}).get("cost") or {})
-        section.update({key: value for key, value in (overrides or {}).items() if value is not None})
-        settings = resolve_cost(CostConfig.model_validate(section))
-        cells = _cells(run_dir)
-        languages, models = [], []
-        for model in dict.fromkeys(cell.model for cell in cells):
-            model_cells = [cell for cell in cells if cell.model == model]
-            used = _merged([cell for cell in model_cells if cell.priced] or model_cells)  # counting tokens is no inference
-            inference = price(used, settings)
-            for language in dict.fromkeys(cell.language for cell in model_cells):
-                chosen = [cell for cell in model_cells if cell.language == language]
-                languages.append(_language_row(model, language, chosen, unit_input_price(inference), settings))
-            names = [model_cells[0].title, model_cells[0].summary.get("model", "")]
-            models.append({"model": model_cells[0].title, "cost": inference, "apis": api_comparison(used, settings, names)})
-        total = price(_merged(cells), settings)["total"]
-        found.append(RunCosts(run_dir, settings, languages, models, total))
-    return found
+        try:
+            costs = run_cost(run_dir, overrides)
+        except READ_ERRORS as error:
+            skipped.append(f"{run_dir}: {unreadable(error)}; that run is left out")
+            continue
+        found.append(costs)
+        skipped.extend(costs.skipped)
+    return found, skipped
 
 
 # ---------------------------------------------------------------- printing
@@ -126,7 +160,7 @@ def _per_million(cost: Mapping[str, Any] | None, key: str) -> str:
 
 def language_table(costs: RunCosts) -> Table:
     code = costs.settings.currency.code
-    table = Table(title=f"Cost per model and language — {costs.run_dir.name}", caption=escape(_caption(costs)), caption_justify="left")
+    table = Table(title=f"Cost per model and language — {costs.run_dir.name}", caption=Text(_caption(costs)), caption_justify="left")
     headings = [
         ("model", "left"),
         ("language", "left"),

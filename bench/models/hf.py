@@ -34,7 +34,7 @@ from bench.models.base import (
 )
 from bench.models.gguf_cache import converted_dir, ensure_converted
 from bench.models.memory import MemoryEstimate, check_fits
-from bench.models.sources import ModelSource, resolve
+from bench.models.sources import ModelSource, read_gguf, resolve
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -69,9 +69,7 @@ def pick_dtype(requested: str, device: str) -> str:
 
 
 def _gguf_parameter_count(path: Path) -> int:
-    from gguf import GGUFReader
-
-    return int(sum(int(tensor.n_elements) for tensor in GGUFReader(str(path)).tensors))
+    return int(sum(int(tensor.n_elements) for tensor in read_gguf(path).tensors))
 
 
 def _config_parameter_count(config: Any, trust_remote_code: bool) -> int:

@@ -33,7 +33,7 @@ from bench.models.base import (
 )
 from bench.models.memory import check_fits_bytes
 from bench.models.native_probe import probe_llama_cpp
-from bench.models.sources import resolve
+from bench.models.sources import read_gguf, resolve
 from bench.models.threads import physical_cores
 
 DEFAULT_CONTEXT = 2048
@@ -51,9 +51,7 @@ def _log_softmax_rows(rows: np.ndarray) -> np.ndarray:
 
 def _gguf_context_and_vocabulary(path: Path) -> tuple[int, int]:
     """Training context length and vocabulary size from a GGUF header (memory-mapped, no weights read)."""
-    from gguf import GGUFReader
-
-    fields = GGUFReader(str(path)).fields
+    fields = read_gguf(path).fields
     architecture = bytes(fields["general.architecture"].parts[-1]).decode()
     context = fields.get(f"{architecture}.context_length")
     trained = int(context.parts[context.data[0]][0]) if context is not None else DEFAULT_CONTEXT

@@ -8,7 +8,6 @@ run's own hardware profile and country, so runs priced in other currencies compa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,13 +17,13 @@ from typing import Any
 import pandas as pd
 
 from bench.cost.pricing import price, usage
-from bench.cost.report import RunCosts, run_costs
+from bench.cost.report import READ_ERRORS, RunCosts, run_cost, unreadable
 from bench.errors import UserError
 from bench.formatting import format_score, language_group, on_hundred_scale
 from bench.kinds import KINDS, TaskKind
 from bench.languages import display_name
 from bench.metrics import METRICS
-from bench.results import MANIFEST, SAMPLES, SUMMARY, _read_samples, _run_dirs
+from bench.results import MANIFEST, _run_dirs, read_manifest
 
 
 @dataclass
@@ -61,6 +60,7 @@ class Cell:
     slug: str
     summary: dict[str, Any]
     folder: Path
+    samples: list[dict[str, Any]]
     copies: list[Path] = field(default_factory=list)  # other folders holding the same cell
     conflict: str | None = None
 
@@ -105,10 +105,6 @@ class Cell:
     def metric(self) -> str | None:
         """The headline (first) metric."""
         return next(iter(self.summary.get("metrics") or {}), None)
-
-    @cached_property
-    def samples(self) -> list[dict[str, Any]]:
-        return _read_samples(self.folder / SAMPLES, repair=False)
 
     @cached_property
     def cost(self) -> dict[str, Any] | None:
@@ -161,6 +157,7 @@ class Collection:
     cells: list[Cell]
     duplicates: int  # identical cells met more than once and kept once
     conflicts: list[str]  # one line per cell whose copies disagree
+    skipped: list[str] = field(default_factory=list)  # one line per run or cell that could not be read, and why
 
     def language_cost(self, cell: Cell) -> dict[str, Any] | None:
         """The model's per-language figures (tokens per word, US$ per 1,000 words) from its run's cost report."""
@@ -237,32 +234,64 @@ def _scores(summary: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _unusable(cell: Cell) -> str | None:
+    """Why a cell written by another version cannot be shown (None when it can)."""
+    metrics = cell.summary.get("metrics")
+    if not isinstance(metrics, dict) or not all(isinstance(score, dict) for score in metrics.values()):
+        return "its summary has no metrics in this version's form"
+    unknown = [name for name in metrics if name not in METRICS]
+    if unknown:
+        return f"metric '{unknown[0]}' is unknown to this version of accessbench"
+    if not all(isinstance(sample.get("values"), dict) for sample in cell.samples):
+        return "a sample has no per-sample values"
+    return None
+
+
 def collect(paths: Sequence[Path | str]) -> Collection:
-    """Read every run below each path (a run folder or a folder of runs) and merge their cells."""
+    """Read every run below each path (a run folder or a folder of runs) and merge their cells.
+
+    A run or cell that cannot be read (damaged, or written by another version) is left out with one
+    line in ``skipped`` naming it; the rest are reported.
+    """
     if not paths:
         raise UserError("no results folders given; pass one or more folders written by `accessbench run`")
     runs: list[Run] = []
     cells: dict[tuple[str, str, str, str], Cell] = {}
-    duplicates, conflicts = 0, []
+    duplicates, conflicts, skipped = 0, [], []
     for path in paths:
         found = list(_run_dirs(Path(path)))
         if not found:
             raise UserError(f"no runs in {path}; pass a folder written by `accessbench run` (it holds {MANIFEST})")
         for run_dir in found:
-            manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
-            run = Run(run_dir, manifest, run_costs(run_dir, {"currency": "USD"})[0])
+            try:
+                run = Run(run_dir, read_manifest(run_dir) or {}, run_cost(run_dir, {"currency": "USD"}))
+            except READ_ERRORS as error:
+                skipped.append(f"{run_dir}: {unreadable(error)}; that run is left out")
+                continue
             runs.append(run)
-            for summary_file in sorted(run_dir.glob(f"*/*/*/{SUMMARY}")):
-                summary = json.loads(summary_file.read_text(encoding="utf-8"))
-                cell = Cell(run, summary_file.parent.parent.parent.name, summary, summary_file.parent)
+            skipped.extend(run.costs.skipped)
+            for data in run.costs.cells:
+                cell = Cell(run, data.model, data.summary, data.folder, data.samples)
+                problem = _unusable(cell)
+                if problem is not None:
+                    skipped.append(f"{cell.folder}: {problem}; that cell is left out")
+                    continue
                 known = cells.get(cell.key)
                 if known is None:
                     cells[cell.key] = cell
                     continue
                 known.copies.append(cell.folder)
-                if _scores(known.summary) == _scores(summary):
+                if _scores(known.summary) == _scores(cell.summary):
                     duplicates += 1
                 else:
                     known.conflict = f"{cell.folder} has other scores for the same config than {known.folder}"
                     conflicts.append(f"{cell.title} · {cell.task} · {cell.language}: {known.conflict}; the first is shown")
-    return Collection(runs, list(cells.values()), duplicates, conflicts)
+    collection = Collection(runs, [], duplicates, conflicts, skipped)
+    for cell in cells.values():
+        try:
+            collection.row(cell)  # every field a page shows can be derived
+        except READ_ERRORS as error:
+            skipped.append(f"{cell.folder}: {unreadable(error)}; that cell is left out")
+            continue
+        collection.cells.append(cell)
+    return collection

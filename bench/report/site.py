@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import math
 import re
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from bench.errors import UserError
@@ -260,7 +262,8 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
             words.setdefault(key, money(row["usd_per_1000_words"]))
 
     def cell(text: str) -> str:
-        return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+        """Markdown renderers pass HTML through: escape it, then the table's own syntax."""
+        return html.escape(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
     header = [
         "model",
@@ -371,9 +374,22 @@ def write_site(collection: Collection, out: Path, title: str = "accessbench lead
     (out / "runs.html").write_text(env.get_template("runs.html").render(**common, title="Runs — accessbench", root="", runs=runs), encoding="utf-8")
     (out / "leaderboard.md").write_text(markdown(rows), encoding="utf-8")
     frame = collection.frame()
-    frame.to_csv(out / "leaderboard.csv", index=False)
+    csv_safe(frame).to_csv(out / "leaderboard.csv", index=False)
     frame.to_parquet(out / "leaderboard.parquet", index=False)
     return out / "index.html"
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as a formula (starting with = + - @, a tab or a carriage return) get a
+    leading single quote, as OWASP recommends against CSV injection; numbers are left as they are."""
+
+    def neutral(value: Any) -> Any:
+        return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+    return frame.map(neutral)
 
 
 def _arrow(metric: str) -> str:
