@@ -56,6 +56,27 @@ class DamagedResults(UserError):
     """A results file that cannot be read as written; the message names the file (and line), and nothing is deleted."""
 
 
+# The layout and fields of manifest.json, summary.json and samples.jsonl. Raise it when a change
+# would mislead an older reader; a reader accepts this version and every older one.
+RESULTS_SCHEMA = 2  # 1: before the field existed (the same fields); 2: schema_version recorded
+
+
+class NewerResults(UserError):
+    """A run folder written by a newer accessbench, whose files this version may misread."""
+
+
+def check_schema(record: dict[str, Any], where: Path) -> None:
+    """Refuse, in one line saying what to do, a manifest or summary of a newer results schema."""
+    version = record.get("schema_version", 1)
+    if isinstance(version, int) and version <= RESULTS_SCHEMA:
+        return
+    writer = (record.get("versions") or {}).get("accessbench", "a newer version")
+    raise NewerResults(
+        f"{where} was written by accessbench {writer} (results schema {version}); this accessbench reads schema {RESULTS_SCHEMA} "
+        "and older: upgrade accessbench to read it, or run into another --output folder"
+    )
+
+
 def _write_all(fd: int, payload: bytes) -> None:
     view = memoryview(payload)
     while view:
@@ -144,6 +165,7 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
         raise DamagedResults(f"{path} is damaged ({str(error).splitlines()[0]})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("invocations", []), list):
         raise DamagedResults(f"{path} is damaged (not a manifest)")
+    check_schema(manifest, path)
     return manifest
 
 
@@ -272,6 +294,7 @@ def load_summaries(path: str | Path) -> pd.DataFrame:
     for run_dir in _run_dirs(Path(path)):
         for cell, file in _cells(run_dir, SUMMARY):
             summary = json.loads(file.read_text(encoding="utf-8"))
+            check_schema(summary, file)
             row: dict[str, Any] = {"run_id": run_dir.name, "model": cell.model, "task": cell.task, "language": cell.language}
             row.update({key: value for key, value in summary.items() if not isinstance(value, dict)})
             for name, metric in summary.get("metrics", {}).items():

@@ -29,7 +29,7 @@ from bench.formatting import format_score
 from bench.kinds import TaskKind
 from bench.models.base import Backend, auto_batch_size
 from bench.models.registry import load_backend, preflight, with_backend
-from bench.results import CellKey, DamagedResults, RunStore, count_saved_samples, is_no_space
+from bench.results import RESULTS_SCHEMA, CellKey, DamagedResults, RunStore, count_saved_samples, is_no_space
 from bench.run_lock import RunLock
 from bench.tasks import Doc, TaskSpec, get_task, load_docs, task_from_file
 
@@ -160,6 +160,7 @@ def _load_backend(model: ModelConfig, config: RunConfig) -> Backend:
 def _cell_summary(cell: Cell, plan: Plan, config: RunConfig, samples: list[dict[str, Any]], model_info: dict[str, Any] | None) -> dict[str, Any]:
     ordered = sorted(samples, key=lambda sample: sample["doc_id"])
     return {
+        "schema_version": RESULTS_SCHEMA,
         "run_id": config.run_id(),
         "config_hash": config.fingerprint(),
         "model": cell.model.ref,
@@ -226,6 +227,7 @@ def _take_over_manifest(store: RunStore, config: RunConfig, console: Console) ->
         manifest = None
     if manifest is None:
         return {
+            "schema_version": RESULTS_SCHEMA,
             "run_id": config.run_id(),
             "config": config.model_dump(mode="json"),
             "config_hash": config.fingerprint(),
@@ -234,6 +236,7 @@ def _take_over_manifest(store: RunStore, config: RunConfig, console: Console) ->
             "invocations": [],
             "models": {},
         }
+    manifest["schema_version"] = RESULTS_SCHEMA  # this version writes the folder from now on
     for invocation in manifest.setdefault("invocations", []):
         if isinstance(invocation, dict) and invocation.get("status") == "running":
             invocation["status"] = "killed"

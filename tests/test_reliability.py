@@ -380,3 +380,26 @@ def test_exports_neutralise_formulas_and_escape_html(hostile_run: Path, tmp_path
     assert not [value for value in row.values() if value.startswith(("=", "+", "-", "@", "\t", "\r"))]
     markdown = (tmp_path / "site" / "leaderboard.md").read_text(encoding="utf-8")
     assert "<img" not in markdown and "+&lt;img src=x onerror=alert(1)&gt;" in markdown
+
+
+def test_results_of_a_newer_schema_are_refused_by_run_and_skipped_by_reports(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        f"models: [{{ref: {tiny_model_dir}, device: cpu, backend: hf}}]\ntasks: [mgsm_symbolic_tax]\nlanguages: [eng]\nlimit: 2\noutput: {tmp_path / 'out'}\n"
+    )
+    assert run_cli("run", str(config)).returncode == 0
+    [manifest_file] = (tmp_path / "out").glob("*/manifest.json")
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest["schema_version"] == 2
+    assert {json.loads(path.read_text())["schema_version"] for path in (tmp_path / "out").rglob("summary.json")} == {2}
+    manifest["schema_version"] = 99
+    manifest["versions"]["accessbench"] = "9.0.0"
+    manifest_file.write_text(json.dumps(manifest))
+    again = run_cli("run", str(config))
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"error: {manifest_file} was written by accessbench 9.0.0 (results schema 99); this accessbench reads schema 2 and older: "
+        "upgrade accessbench to read it, or run into another --output folder"
+    ]
+    report = run_cli("cost", str(tmp_path / "out"))
+    assert f"{manifest_file} was written by accessbench 9.0.0 (results schema 99)" in " ".join(report.stderr.split())

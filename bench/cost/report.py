@@ -17,7 +17,7 @@ from bench.errors import UserError
 from bench.formatting import money, number
 from bench.kinds import KINDS, TaskKind
 from bench.languages import display_name
-from bench.results import SAMPLES, SUMMARY, _read_samples, _run_dirs, read_manifest
+from bench.results import SAMPLES, SUMMARY, _read_samples, _run_dirs, check_schema, read_manifest
 
 
 @dataclass
@@ -67,6 +67,7 @@ def _cell(summary_file: Path) -> CellData:
     summary = json.loads(summary_file.read_text(encoding="utf-8"))
     if not isinstance(summary, dict):
         raise ValueError("not a summary")
+    check_schema(summary, summary_file)
     for name in ("model", "task", "language"):
         if not isinstance(summary.get(name), str):
             raise KeyError(name)
