@@ -21,7 +21,7 @@ from bench.languages import display_name
 from bench.metrics import METRICS, aggregate
 from bench.paths import builtin_dir
 from bench.report.collect import Cell, Collection, quality
-from bench.report.compare import compare_cells, compare_models, difference_text
+from bench.report.compare import compare_cells, compare_models, difference_text, shared_items
 from bench.report.site import environment, page_context, slug
 
 ENGLISH = "en"
@@ -97,18 +97,11 @@ def find_language(collection: Collection, requested: str) -> str:
 
 def _same_items(cell: Cell, english: Cell) -> dict[str, Any] | None:
     """Both cells' headline scores on the items they share (parallel datasets number items alike)."""
-    metric = cell.metric
-    if metric is None or english.metric != metric:
+    items = shared_items(cell, english)
+    if items is None:
         return None
-    mine = {sample["doc_id"]: sample["values"] for sample in cell.samples}
-    theirs = {sample["doc_id"]: sample["values"] for sample in english.samples}
-    shared = sorted(set(mine) & set(theirs))
-    if not shared:
-        return None
-    seed = int(cell.run.manifest.get("seed") or 0)
-    here = aggregate(METRICS[metric], [mine[i] for i in shared], seed)
-    there = aggregate(METRICS[metric], [theirs[i] for i in shared], seed)
-    return {"items": len(shared), "score": here, "english": there}
+    metric = METRICS[items.metric]
+    return {"items": len(items.first), "score": aggregate(metric, items.first, items.seed), "english": aggregate(metric, items.second, items.seed)}
 
 
 def model_entries(collection: Collection, language: str, verdicts: Verdicts) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bench.formatting import metric_label, on_hundred_scale
 from bench.metrics import METRICS, PairedComparison, paired_bootstrap
@@ -16,8 +17,18 @@ from bench.report.collect import Cell
 ALPHA = 0.05
 
 
-def compare_cells(first: Cell, second: Cell) -> PairedComparison | None:
-    """``first`` minus ``second`` on their shared items (same task metric; items matched by id), or None."""
+@dataclass(frozen=True)
+class SharedItems:
+    """Two cells' per-sample values on the items both scored (matched by id), for their common headline metric."""
+
+    metric: str
+    first: list[dict[str, Any]]
+    second: list[dict[str, Any]]
+    seed: int
+
+
+def shared_items(first: Cell, second: Cell) -> SharedItems | None:
+    """None when the cells have different headline metrics or no item in common."""
     metric = first.metric
     if metric is None or second.metric != metric:
         return None
@@ -26,8 +37,13 @@ def compare_cells(first: Cell, second: Cell) -> PairedComparison | None:
     shared = sorted(set(mine) & set(theirs))
     if not shared:
         return None
-    seed = int(first.run.manifest.get("seed") or 0)
-    return paired_bootstrap(METRICS[metric], [mine[i] for i in shared], [theirs[i] for i in shared], seed)
+    return SharedItems(metric, [mine[i] for i in shared], [theirs[i] for i in shared], int(first.run.manifest.get("seed") or 0))
+
+
+def compare_cells(first: Cell, second: Cell) -> PairedComparison | None:
+    """``first`` minus ``second`` on their shared items (same task metric; items matched by id), or None."""
+    items = shared_items(first, second)
+    return paired_bootstrap(METRICS[items.metric], items.first, items.second, items.seed) if items else None
 
 
 def points(metric: str | None, value: float) -> str:
