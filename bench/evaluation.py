@@ -10,11 +10,13 @@ from typing import Any
 
 from bench.config import GenerationConfig
 from bench.cost.meter import Meter, Reading, split_reading
-from bench.metrics import METRICS, CorpusMetric, aggregate, extract_number, normalise_text, text_stats, token_f1
+from bench.metrics import METRICS, CorpusMetric, aggregate, extract_number, normalise_text, parse_choice, text_stats, token_f1
 from bench.models.base import Backend, GenerationParams, GenerationRequest, LoglikelihoodRequest
 from bench.tasks import Doc, TaskSpec
 
 SampleRecord = dict[str, Any]
+# Multiple choice answered with a letter: room for "The answer is (B) travel", up to a blank line.
+LETTER_PARAMS = GenerationParams(max_new_tokens=24, stop=("\n\n",))
 
 
 def generation_params(spec: TaskSpec, defaults: GenerationConfig) -> GenerationParams:
@@ -61,12 +63,15 @@ def evaluate_docs(
     wall time is shared evenly.
     """
     started = time.perf_counter()
+    scoring = getattr(backend, "scoring", "loglikelihood")  # an endpoint without prompt log-probs answers with a letter
     records: list[SampleRecord] = []
     ttft: list[float | None] | None = None
     decode: list[float | None] | None = None
     with meter.measure() if meter is not None else nullcontext(Reading()) as reading:
         if spec.kind == "generate":
             answers = backend.generate([GenerationRequest(doc.prompt or "", params) for doc in docs])
+        elif spec.kind == "multiple_choice" and scoring == "generative":  # asked for a letter, the answer parsed
+            answers = backend.generate([GenerationRequest(doc.lettered_prompt or doc.prompt or "", LETTER_PARAMS) for doc in docs])
         elif spec.kind == "multiple_choice":  # every choice of every doc of the chunk in one backend call
             choice_results = backend.loglikelihood([LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices])
         elif spec.kind == "rolling_loglikelihood":
@@ -79,6 +84,13 @@ def evaluate_docs(
         ttft, decode = [answer.ttft_seconds for answer in answers], [answer.decode_seconds for answer in answers]
         for doc, answer in zip(docs, answers):
             records.append(_record(doc, doc.prompt, answer.text, _score_generation(spec, doc, answer.text), answer.input_tokens, answer.output_tokens))
+    elif spec.kind == "multiple_choice" and scoring == "generative":
+        ttft, decode = [answer.ttft_seconds for answer in answers], [answer.decode_seconds for answer in answers]
+        for doc, answer in zip(docs, answers):
+            parsed = parse_choice(answer.text, doc.choices)  # an answer naming no choice counts wrong; its text is kept
+            letter = {"acc": float(parsed == doc.gold), "acc_norm_bytes": None, "gold": doc.gold, "predicted": parsed}
+            record = _record(doc, doc.lettered_prompt, answer.text, letter, answer.input_tokens, answer.output_tokens)
+            records.append({**record, "scoring": "generative"})
     elif spec.kind == "multiple_choice":
         choice_answers = iter(choice_results)
         for doc in docs:
@@ -95,7 +107,7 @@ def evaluate_docs(
                 "choice_logprobs": [round(lp, 4) for lp in logprobs],
             }
             input_tokens = sum(result.input_tokens for result in results)
-            records.append(_record(doc, doc.prompt, doc.choices[predicted], values, input_tokens, 0))
+            records.append({**_record(doc, doc.prompt, doc.choices[predicted], values, input_tokens, 0), "scoring": "loglikelihood"})
     elif spec.kind == "rolling_loglikelihood":
         for doc, result in zip(docs, scored):
             values = {
@@ -144,8 +156,10 @@ def summarize(spec: TaskSpec, samples: Sequence[SampleRecord], seed: int) -> dic
     seconds = sum(sample.get("seconds", 0.0) for sample in samples)
     input_tokens = sum(sample["input_tokens"] for sample in samples)
     output_tokens = sum(sample["output_tokens"] for sample in samples)
+    scorings = sorted({sample.get("scoring", "loglikelihood") for sample in samples}) if spec.kind == "multiple_choice" else []
     return {
         "n_samples": len(samples),
+        **({"scoring": scorings[0] if len(scorings) == 1 else "mixed"} if scorings else {}),
         "metrics": metrics,
         "tokens": {"input": input_tokens, "output": output_tokens},
         "seconds": round(seconds, 4),
