@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 LLAMA_CPP_REQUIREMENT = "llama-cpp-python>=0.3.16"
 # Extras of pyproject.toml that pull in llama-cpp-python.
-EXTRAS_WITH_LLAMA_CPP = {"llamacpp", "test"}
+EXTRAS_WITH_LLAMA_CPP = {"llamacpp", "serve", "test"}
 NO_AMX_FLAGS = ("-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16")
 X86_MACHINES = {"x86_64", "amd64", "i386", "i686"}
 

@@ -136,6 +136,7 @@ class RunConfig(_Strict):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     output: Path = Path("results")
     cost: CostConfig = Field(default_factory=CostConfig)
+    max_usd: float | None = Field(None, gt=0, description="stop once this invocation has spent this much on paid APIs (finished samples are kept)")
 
     @field_validator("name")
     @classmethod
@@ -185,7 +186,12 @@ class RunConfig(_Strict):
 
     def fingerprint(self) -> str:
         """Hash of everything that changes results (not where files are read or written, nor how they are priced), task files' contents included."""
-        payload = self.model_dump(mode="json", exclude={"output", "name", "data_dir", "cost"})
+        from bench.models.registry import options_outside_results
+
+        payload = self.model_dump(mode="json", exclude={"output", "name", "data_dir", "cost", "max_usd"})
+        for entry, model in zip(payload["models"], self.models):
+            for option in options_outside_results(model):
+                entry.pop(option, None)
         payload["task_file_contents"] = [_file_digest(path) for path in self.task_files]
         canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

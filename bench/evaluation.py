@@ -91,8 +91,10 @@ def summarize(spec: TaskSpec, samples: Sequence[SampleRecord], seed: int) -> dic
     seconds = sum(sample.get("seconds", 0.0) for sample in samples)
     input_tokens = sum(sample["input_tokens"] for sample in samples)
     output_tokens = sum(sample["output_tokens"] for sample in samples)
+    scorings = sorted({sample.get("scoring", "loglikelihood") for sample in samples}) if spec.task_kind.has_choices else []
     return {
         "n_samples": len(samples),
+        **({"scoring": scorings[0] if len(scorings) == 1 else "mixed"} if scorings else {}),
         "metrics": metrics,
         "tokens": {"input": input_tokens, "output": output_tokens},
         "seconds": round(seconds, 4),

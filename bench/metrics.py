@@ -215,6 +215,39 @@ def normalise_text(text: str) -> str:
     return " ".join(text.split()).strip(" .,;:!?\"'")
 
 
+_ANSWER_PREFIX = re.compile(r"^\W*(?:the\s+)?(?:correct\s+|right\s+|final\s+)?(?:answer|choice|option)\s*(?:is|:|-)?\s*[:\-]?\s*", re.IGNORECASE)
+_ANSWER_LETTER = re.compile(r"(?:answer|choice|option)\s*(?:is\s*:?|:)\s*[\(\[]?([A-Z])(?![A-Za-z])", re.IGNORECASE)
+_LABEL = re.compile(r"^[^\W\d][\w ]{0,24}:\s*(\S.*)$")
+
+
+def parse_choice(answer: str, choices: Sequence[str]) -> int | None:
+    """The choice a generated answer names: "B", "(B)", "B.", "Answer: B", "B. travel", the choice's text,
+    or "the answer is B" further on; None when it names none (or several) of them."""
+    letters = string.ascii_uppercase[: len(choices)]
+    lines = [line for line in answer.replace("*", "").replace("`", "").splitlines() if line.strip()]
+    first = _ANSWER_PREFIX.sub("", lines[0].strip()) if lines else ""
+    labelled = _LABEL.match(first)  # "Topic: travel"
+    if labelled and (found := parse_choice(labelled.group(1), choices)) is not None:
+        return found
+    letter = re.match(r"^[\(\[]?([A-Za-z])(?:[\)\].:]|\s*$)", first)
+    if letter and letter.group(1).upper() in letters and (letter.group(1).isupper() or len(first.strip("()[].: ")) == 1):
+        return letters.index(letter.group(1).upper())
+    named = normalise_text(first)
+    texts = [normalise_text(choice) for choice in choices]
+    if named in texts and texts.count(named) == 1:
+        return texts.index(named)
+    lettered = re.match(r"^([A-Z])\s+(.+)$", first)
+    if lettered and lettered.group(1) in letters and normalise_text(lettered.group(2)) == texts[letters.index(lettered.group(1))]:
+        return letters.index(lettered.group(1))
+    starting = [i for i, text in enumerate(texts) if text and re.match(rf"{re.escape(text)}(?!\w)", named)]
+    if starting:  # "travel, because …": the longest choice the answer starts with
+        return max(starting, key=lambda i: len(texts[i]))
+    stated = {match.upper() for match in _ANSWER_LETTER.findall(answer) if match.upper() in letters}
+    if len(stated) == 1:
+        return letters.index(stated.pop())
+    return None
+
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 

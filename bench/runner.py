@@ -7,7 +7,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench.config import ModelConfig, RunConfig
 from bench.console import errors, labelled
 from bench.cost.meter import Meter
-from bench.cost.pricing import cell_cost
+from bench.cost.pricing import api_price, cell_cost
 from bench.cost.profiles import CostSettings, resolve_cost
 from bench.crash_watch import CrashWatch
 from bench.data import DataMissing
@@ -63,6 +63,14 @@ class RunOutcome:
     run_dir: Any
     summaries: list[dict[str, Any]]
     computed_samples: int
+
+
+class BudgetReached(Exception):
+    """What paid APIs charged this invocation reached ``max_usd``."""
+
+    def __init__(self, spent: float, limit: float) -> None:
+        super().__init__(f"spent ${spent:.4f} of ${limit:g}")
+        self.spent, self.limit = spent, limit
 
 
 class RunInterrupted(Exception):
@@ -120,8 +128,10 @@ def make_plan(config: RunConfig) -> Plan:
     notes: list[str] = []
     codes = _languages_per_task(tasks, config.languages, notes)
     models, slugs = [], set()
+    skips: dict[int, Mapping[str, str]] = {}
     for model in config.models:
-        source = preflight(model).source  # reference, device and memory are checked before any run starts
+        checked = preflight(model)  # reference, device and memory (or endpoint, key and model) are checked before any run starts
+        source, skips[id(model)] = checked.source, checked.skips
         slug = source.slug
         while slug in slugs:
             slug += "+"
@@ -146,6 +156,9 @@ def make_plan(config: RunConfig) -> Plan:
     cells = []
     for model, slug, title in models:
         for task in tasks:
+            if task.kind in skips[id(model)]:
+                notes.append(f"{model.ref} cannot run {task.name}: {skips[id(model)][task.kind]}; those cells are skipped")
+                continue
             for code in codes[task.name]:
                 if (task.name, code) in docs:
                     cell_docs, reference = docs[(task.name, code)]
@@ -170,7 +183,7 @@ def _cell_summary(cell: Cell, plan: Plan, config: RunConfig, samples: list[dict[
         "task_kind": cell.task.kind,
         "language": cell.language,
         **summarize(cell.task, ordered, config.seed),
-        "cost": cell_cost(ordered, plan.cost, [cell.model_title, cell.model.ref]),
+        "cost": cell_cost(ordered, plan.cost, [cell.model_title, cell.model.ref], api_price(model_info)),
         "written_at": _now(),
     }
 
@@ -277,6 +290,13 @@ def _run_cells(
         finally:
             watch.done()
         _close_invocation(store, manifest, invocation, "finished")
+    except BudgetReached as budget:
+        _close_quietly(store, manifest, invocation, f"budget reached: spent ${budget.spent:.4f} of max_usd ${budget.limit:g}")
+        saved = sum(len(samples) for samples in finished.values())
+        raise UserError(
+            f"budget reached: this run spent ${budget.spent:.4f} of max_usd ${budget.limit:g}; {saved} samples are saved in {store.run_dir}; "
+            "raise max_usd and rerun the same command to continue"
+        ) from None
     except KeyboardInterrupt:
         _close_quietly(store, manifest, invocation, "interrupted")
         raise RunInterrupted(store.run_dir, sum(len(samples) for samples in finished.values())) from None
@@ -305,8 +325,11 @@ def _evaluate(
     console: Console,
     backend_factory: BackendFactory,
 ) -> int:
-    """Evaluate every pending doc, model by model, appending samples and rewriting summaries; return the samples computed."""
-    computed = 0
+    """Evaluate every pending doc, model by model, appending samples and rewriting summaries; return the samples computed.
+
+    Stops with BudgetReached once paid APIs charged this invocation ``max_usd``.
+    """
+    computed, spent_before = 0, 0.0
     with Progress(
         TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
@@ -324,7 +347,8 @@ def _evaluate(
             if any(pending[cell.key] for cell in cells):
                 progress.update(bar, description=f"loading {cells[0].model_title} (a GGUF is converted once, then cached)")
                 backend = backend_factory(model, config)
-                backend.loglikelihood_rolling(["Warm-up."])  # unmetered: lazy start-up is not charged to the first cell
+                warm_up = getattr(backend, "warm_up", None)  # unmetered: lazy start-up is not charged to the first cell
+                warm_up() if warm_up is not None else backend.loglikelihood_rolling(["Warm-up."])
                 meter = Meter(backend.info.device)
                 meter_info = {
                     "energy_methods": meter.methods,
@@ -353,15 +377,26 @@ def _evaluate(
                             finished[cell.key].update({record["doc_id"]: record for record in records})
                             computed += len(records)
                             progress.advance(bar, len(records))
+                            spent = spent_before + float(getattr(backend, "spent_usd", 0.0))
+                            if config.max_usd is not None and spent >= config.max_usd:
+                                raise BudgetReached(spent, config.max_usd)
                     info = manifest["models"].get(cell.model_slug)
                     cell_summary = _cell_summary(cell, plan, config, list(finished[cell.key].values()), info)
                     store.write_summary(cell.key, cell_summary)
                     if not console.is_terminal:  # CI logs, `| tee`: a line per finished cell instead of a silent bar
                         console.print(finished_line(label, cell_summary, time.perf_counter() - cell_started), highlight=False, soft_wrap=True)
+            except BudgetReached:
+                for cell in cells:  # what was finished is summarised, as at the end of a run
+                    if finished[cell.key]:
+                        store.write_summary(
+                            cell.key, _cell_summary(cell, plan, config, list(finished[cell.key].values()), manifest["models"].get(cell.model_slug))
+                        )
+                raise
             finally:
                 if meter is not None:
                     meter.close()
                 if backend is not None:
+                    spent_before += float(getattr(backend, "spent_usd", 0.0))  # what paid APIs charged this invocation
                     backend.close()
         progress.update(bar, description="done")
     return computed

@@ -58,6 +58,10 @@ class TaskSpec(_Strict):
     choices: list[str] | None = Field(None, description="multiple choice: the choices, as templates (fixed labels or {field}s)")
     choices_field: str | None = Field(None, description="multiple choice: a field holding the list of choices")
     gold: Literal["choice", "letter", "index", "position"] = Field("choice", description="how target names the right choice")
+    prompt_lettered: str | None = Field(
+        None,
+        description="multiple choice answered with a letter (an endpoint without prompt log-probs); default: the prompt if it lists {lettered_choices}, else the prompt, the lettered choices and 'Answer:'",
+    )
     fewshot: int = Field(0, ge=0, description="examples drawn (seeded) from source.fewshot_split; the run's fewshot overrides")
     generation: TaskGeneration = Field(default_factory=TaskGeneration)
     metrics: list[str] = Field(min_length=1)
@@ -135,6 +139,7 @@ class Doc:
     row: Row = field(default_factory=dict)
     groups: tuple[tuple[str, str], ...] = ()  # (subgroup name, this item's value)
     defect: str | None = None  # why a kept item cannot be answered (scored wrong)
+    lettered_prompt: str | None = None  # multiple choice asked for a letter (scoring: generative)
 
 
 class _Unusable(Exception):
@@ -227,9 +232,11 @@ def _row_to_doc(spec: TaskSpec, row: Row, doc_id: str, language: str) -> Doc:
                 raise
             defect, choices = f"its answer '{target}' names none of its {len(choices)} choices", []
     scored = [LETTERS[i] for i in range(len(choices))] if spec.score_choices_as == "letter" else choices
+    prompt = render(spec.prompt, context, spec.name) if spec.prompt else None
     return Doc(
         id=doc_id,
-        prompt=render(spec.prompt, context, spec.name) if spec.prompt else None,
+        prompt=prompt,
+        lettered_prompt=_lettered_prompt(spec, context, prompt) if choices else None,
         text=render(spec.text, context, spec.name) if spec.text else None,
         target=scored[gold] if gold is not None else target,
         choices=tuple(scored),
@@ -238,6 +245,15 @@ def _row_to_doc(spec: TaskSpec, row: Row, doc_id: str, language: str) -> Doc:
         groups=_groups(spec, context),
         defect=defect,
     )
+
+
+def _lettered_prompt(spec: TaskSpec, context: Row, prompt: str | None) -> str:
+    """The question asked for a letter: the task's ``prompt_lettered``, the prompt when it lists the lettered choices, else both."""
+    if spec.prompt_lettered:
+        return render(spec.prompt_lettered, context, spec.name)
+    if spec.prompt and "{lettered_choices}" in spec.prompt:
+        return prompt or ""
+    return f"{prompt}\n{context['lettered_choices']}\nAnswer with the letter of one choice.\nAnswer:"
 
 
 def _row_id(spec: TaskSpec, row: Row, number: int, language: str) -> str:
@@ -272,7 +288,10 @@ def _with_examples(spec: TaskSpec, doc: Doc, pool: list[Doc], k: int, seed: int,
     """Prefix k solved examples, drawn with a seed per doc so a resumed run sees the same prompt."""
     shots = random.Random(f"{seed}:{spec.name}:{language}:{doc.id}").sample(pool, min(k, len(pool)))
     prefix = "".join(f"{shot.prompt} {shot.target}\n\n" for shot in shots)
-    return replace(doc, prompt=prefix + (doc.prompt or ""))
+    lettered = None
+    if doc.lettered_prompt is not None:
+        lettered = "".join(f"{shot.lettered_prompt} {LETTERS[shot.gold or 0]}\n\n" for shot in shots) + doc.lettered_prompt
+    return replace(doc, prompt=prefix + (doc.prompt or ""), lettered_prompt=lettered)
 
 
 def load_docs(

@@ -119,27 +119,42 @@ def _split(amount: float, fraction: float, tokens: int) -> float | None:
     return amount * fraction / tokens * 1e6 if tokens > 0 else None
 
 
-def price(used: Usage, settings: CostSettings) -> dict[str, Any]:
-    """Money, energy and carbon of some metered work, per token and in total (money in the settings' currency)."""
+def api_price(model_info: Mapping[str, Any] | None) -> ApiPrice | None:
+    """The per-token price a served model's info records (a paid API), or None (priced by hardware and time)."""
+    listed = ((model_info or {}).get("endpoint") or {}).get("price")
+    if not listed:
+        return None
+    return ApiPrice(str(listed["api"]), str(listed["api"]), float(listed["input_per_1m"]), float(listed["output_per_1m"]))
+
+
+def price(used: Usage, settings: CostSettings, api: ApiPrice | None = None) -> dict[str, Any]:
+    """Money, energy and carbon of some metered work, per token and in total (money in the settings' currency).
+
+    With ``api`` (a paid endpoint) money is what it charges per token; its hardware and energy are not ours to measure.
+    """
     rate = settings.currency.per_usd
     seconds = used.seconds
-    power = energy(used, settings.hardware)
+    power = energy(used, settings.hardware) if api is None else {"kwh": None, "method": None, "source": f"paid API {api.api}: not metered", "components": {}}
     kwh = power["kwh"]
-    hardware = settings.hardware.usd_per_busy_second * seconds * rate
+    hardware = settings.hardware.usd_per_busy_second * seconds * rate if api is None else 0.0
     electricity = 0.0 if settings.hardware.electricity_included or kwh is None else kwh * settings.country.usd_per_kwh * rate
     input_part = used.prefill_s / seconds if seconds > 0 else 1.0
     output_part = used.decode_s / seconds if seconds > 0 else 0.0
     tokens = used.input_tokens + used.output_tokens
     carbon = kwh * settings.country.gco2e_per_kwh if kwh is not None and settings.country.gco2e_per_kwh is not None else None
 
-    def per_million(part: float, count: int) -> dict[str, float | None] | None:
+    def per_million(part: float, count: int, listed: float | None) -> dict[str, float | None] | None:
         if count == 0:
             return None
+        if listed is not None:
+            return {"api": listed * rate, "hardware": None, "electricity": None, "total": listed * rate}
         return {
             "hardware": _split(hardware, part, count),
             "electricity": _split(electricity, part, count),
             "total": _split(hardware + electricity, part, count),
         }
+
+    charged = api.usd(used.input_tokens, used.output_tokens) * rate if api is not None else 0.0
 
     return {
         **settings.describe(),
@@ -156,10 +171,11 @@ def price(used: Usage, settings: CostSettings) -> dict[str, Any]:
         "gco2e": carbon,
         "kwh_per_1m_tokens": kwh / tokens * 1e6 if kwh is not None and tokens else None,
         "gco2e_per_1m_tokens": carbon / tokens * 1e6 if carbon is not None and tokens else None,
-        "total": {"hardware": hardware, "electricity": electricity, "total": hardware + electricity},
-        "per_1m_input_tokens": per_million(input_part, used.input_tokens),
-        "per_1m_output_tokens": per_million(output_part, used.output_tokens),
-        "per_sample": (hardware + electricity) / used.n_samples if used.n_samples else None,
+        "billing": f"per token, {api.api}" if api is not None else "hardware time and electricity",
+        "total": {"hardware": hardware, "electricity": electricity, **({"api": charged} if api is not None else {}), "total": hardware + electricity + charged},
+        "per_1m_input_tokens": per_million(input_part, used.input_tokens, api.usd_per_1m_input if api else None),
+        "per_1m_output_tokens": per_million(output_part, used.output_tokens, api.usd_per_1m_output if api else None),
+        "per_sample": (hardware + electricity + charged) / used.n_samples if used.n_samples else None,
     }
 
 
@@ -223,10 +239,11 @@ def api_comparison(used: Usage, settings: CostSettings, model_names: Sequence[st
     }
 
 
-def cell_cost(samples: Sequence[Mapping[str, Any]], settings: CostSettings, model_names: Sequence[str]) -> dict[str, Any]:
-    """The ``cost`` block of one cell's summary, derived from its samples alone (so a resumed run gets the same)."""
+def cell_cost(samples: Sequence[Mapping[str, Any]], settings: CostSettings, model_names: Sequence[str], api: ApiPrice | None = None) -> dict[str, Any]:
+    """The ``cost`` block of one cell's summary, derived from its samples alone (so a resumed run gets the same);
+    ``api``: the model is a paid API, priced per token."""
     used = usage(samples)
-    cost = price(used, settings)
+    cost = price(used, settings, api)
     figures = language_figures(samples)
     cost["language"] = {**figures, **per_language(figures, unit_input_price(cost)), "source": "this cell's samples"}
     cost["apis"] = api_comparison(used, settings, model_names)

@@ -6,9 +6,9 @@ the runner can record them per sample and the cost meter can price them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from bench.models.sources import ModelSource
 
@@ -30,6 +30,7 @@ class Preflight:
     source: ModelSource
     memory_bytes: int  # the estimate the fit check used
     resolved: dict[str, str | int]  # e.g. {"device": "cpu", "dtype": "float32"} or {"context": 2048}
+    skips: Mapping[str, str] = field(default_factory=dict)  # task kind -> why this model cannot run it (cells skipped with a note)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class ModelInfo:
     device: str
     quantization: str | None
     source: str
+    endpoint: dict[str, Any] | None = None  # a served model: URL, model id, API, scoring, price (never a key)
 
 
 class Backend(Protocol):

@@ -94,6 +94,15 @@ register_backend(
         description="llama.cpp: GGUF files natively",
     )
 )
+register_backend(
+    BackendEntry(
+        "openai",
+        "bench.models.openai",
+        "OpenAIBackend",
+        options_model="OpenAIOptions",
+        description="any OpenAI-compatible endpoint: llama.cpp's server, Ollama, vLLM, paid APIs",
+    )
+)
 
 
 def _load_entry_points() -> None:
@@ -146,6 +155,18 @@ def claim_options(backend: str, keys: dict[str, Any]) -> tuple[str, dict[str, An
 def backend_options[Options: BaseModel](spec: ModelConfig, model: type[Options]) -> Options:
     """A model entry's backend options, typed by the backend's options model."""
     return model.model_validate(spec.options)
+
+
+def options_outside_results(spec: ModelConfig) -> set[str]:
+    """The backend options set in ``spec`` that change how a run talks to its model but not what it measures
+    (declared with ``json_schema_extra={"affects_results": False}``); they are left out of the run id."""
+    known = backends()
+    model = known[spec.backend].own_options() if spec.backend in known else None
+    if model is None:
+        return set()
+    return {
+        name for name, info in model.model_fields.items() if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("affects_results") is False
+    }
 
 
 def _unused_options(spec: ModelConfig, entry: BackendEntry) -> list[str]:

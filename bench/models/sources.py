@@ -27,7 +27,7 @@ from bench.paths import cache_dir
 if TYPE_CHECKING:
     from gguf import GGUFReader
 
-SourceKind = Literal["hub", "local", "gguf"]
+SourceKind = Literal["hub", "local", "gguf", "endpoint"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ModelSource:
 
     ref: str
     kind: SourceKind
-    location: str  # Hub id, or absolute path of a folder or a .gguf file
+    location: str  # Hub id, absolute path of a folder or a .gguf file, or an endpoint URL
     revision: str | None = None
     cache_key: str | None = None  # for GGUF: names the converted checkpoint in the cache
     title: str | None = None
