@@ -219,8 +219,8 @@ def data_check(
     lang: Annotated[list[str] | None, typer.Option("--lang", "-l", help="language (repeatable); default: those in the mirror")] = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """For each task and language: where its data will come from right now, or the command that fetches it."""
-    from bench.data import locate, mirrored_languages
+    """For each task and language: where its data will come from right now (mirror, Hub, the starter pack), or the command that fetches it."""
+    from bench.data import locate, mirrored_languages, starter_languages
     from bench.paths import mirror_dir
     from bench.tasks import all_tasks, get_task
 
@@ -233,7 +233,8 @@ def data_check(
             origin = locate(spec.source, spec.languages[0], spec.source.split, data_dir, spec.name)
             table.add_row(spec.name, f"all {len(spec.languages)}", spec.source.split, *_origin_cells(origin))
             continue
-        codes = _codes(spec, lang) if lang else mirrored_languages(spec.source, spec.languages, data_dir)
+        present = dict.fromkeys(mirrored_languages(spec.source, spec.languages, data_dir) + starter_languages(spec.source, spec.languages))
+        codes = _codes(spec, lang) if lang else list(present)
         if lang and not codes:
             table.add_row(spec.name, ", ".join(lang), "", "[dim]the task has none of these languages[/]", "")
         needs = dict.fromkeys(need for code in codes for need in spec.data_needs(code))
