@@ -90,8 +90,9 @@ def run(
 ) -> None:
     """Evaluate models on tasks and languages; rerunning the same command resumes."""
     from bench.config import build_config
+    from bench.cost.report import run_costs
     from bench.runner import run as run_config
-    from bench.table import results_table
+    from bench.table import results_table, words_cost
 
     overrides = {"dtype": dtype, "device": device, "batch_size": _batch_size(batch_size)}
     cost = {"hardware": hardware, "country": country, "currency": currency}
@@ -109,7 +110,11 @@ def run(
         cost_overrides=cost,
     )
     outcome = run_config(settings, errors)
-    console.print(results_table(outcome.summaries, title=f"{settings.name or 'run'} — {len(outcome.summaries)} cells"))
+    costs = run_costs(outcome.run_dir)
+    prices = words_cost(row for found in costs for row in found.languages)
+    currency = costs[0].settings.currency.code if costs else "USD"
+    title = f"{settings.name or 'run'} — {len(outcome.summaries)} cells"
+    console.print(results_table(outcome.summaries, title=title, per_1000_words=prices, currency=currency))
     console.print(f"results: {outcome.run_dir}  ({outcome.computed_samples} samples computed now; rerun to resume or reuse)", highlight=False)
 
 

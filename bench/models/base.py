@@ -91,6 +91,7 @@ class ModelInfo:
     device: str
     quantization: str | None
     source: str
+    dtype_reason: str | None = None  # why this dtype (e.g. what `dtype: auto` found on this CPU)
 
 
 class Backend(Protocol):
