@@ -92,8 +92,9 @@ def run(
 ) -> None:
     """Evaluate models on tasks and languages; rerunning the same command resumes."""
     from bench.config import build_config
+    from bench.cost.report import run_costs
     from bench.runner import run as run_config
-    from bench.table import results_table
+    from bench.table import results_table, words_cost
 
     overrides = {"dtype": dtype, "device": device, "batch_size": _batch_size(batch_size)}
     cost = {"hardware": hardware, "country": country, "currency": currency}
@@ -111,7 +112,11 @@ def run(
         cost_overrides=cost,
     )
     outcome = run_config(settings, errors)
-    console.print(results_table(outcome.summaries, title=f"{settings.name or 'run'} — {len(outcome.summaries)} cells"))
+    costs, _ = run_costs(outcome.run_dir)  # this run's own folder: nothing of another version to skip
+    prices = words_cost(row for found in costs for row in found.languages)
+    currency = costs[0].settings.currency.code if costs else "USD"
+    title = f"{settings.name or 'run'} — {len(outcome.summaries)} cells"
+    console.print(results_table(outcome.summaries, title=title, per_1000_words=prices, currency=currency))
     console.print(f"results: {outcome.run_dir}  ({outcome.computed_samples} samples computed now; rerun to resume or reuse)", highlight=False)
 
 
@@ -220,8 +225,8 @@ def data_check(
     lang: Annotated[list[str] | None, typer.Option("--lang", "-l", help="language (repeatable); default: those in the mirror")] = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """For each task and language: where its data will come from right now, or the command that fetches it."""
-    from bench.data import locate, mirrored_languages
+    """For each task and language: where its data will come from right now (mirror, Hub, the starter pack), or the command that fetches it."""
+    from bench.data import locate, mirrored_languages, starter_languages
     from bench.paths import mirror_dir
     from bench.tasks import all_tasks, get_task
 
@@ -234,7 +239,8 @@ def data_check(
             origin = locate(spec.source, spec.languages[0], spec.source.split, data_dir, spec.name)
             table.add_row(spec.name, f"all {len(spec.languages)}", spec.source.split, *_origin_cells(origin))
             continue
-        codes = _codes(spec, lang) if lang else mirrored_languages(spec.source, spec.languages, data_dir)
+        present = dict.fromkeys(mirrored_languages(spec.source, spec.languages, data_dir) + starter_languages(spec.source, spec.languages))
+        codes = _codes(spec, lang) if lang else list(present)
         if lang and not codes:
             table.add_row(spec.name, ", ".join(lang), "", Text("the task has none of these languages", style="dim"), "")
         needs = dict.fromkeys(need for code in codes for need in spec.data_needs(code))

@@ -128,6 +128,9 @@ class RunConfig(_Strict):
     tasks: list[str]
     task_files: list[Path] = Field(default_factory=list, description="an organisation's own CSV/JSONL files (or task YAMLs naming them)")
     languages: list[str]
+    task_languages: dict[str, list[str]] = Field(
+        default_factory=dict, description="task → the only run languages it is run in (e.g. a FLORES task where TICO-19 lacks the language)"
+    )
     limit: int | None = Field(None, ge=1)
     fewshot: int | None = Field(None, ge=0, description="k examples from each task's few-shot split; default: each task's own (0)")
     data_dir: Path | None = Field(None, description=f"local data mirror <dataset>/<lang>.<split>.jsonl (default: ${DATA_ENV})")
@@ -181,6 +184,21 @@ class RunConfig(_Strict):
             raise ValueError("built-in tasks need languages: a list such as [hau, swh]")
         return self
 
+    def languages_for(self, task: str) -> list[str]:
+        """The run's languages a task is run in: all of them, unless task_languages narrows it (codes compared as languages, so hau matches Hausa)."""
+        if task not in self.task_languages:
+            return self.languages
+        from bench.languages import language_key
+
+        def key(code: str) -> tuple[str, str | None] | str:
+            try:
+                return language_key(code)[0], None
+            except (LookupError, ValueError):
+                return code
+
+        wanted = {key(code) for code in self.task_languages[task]}
+        return [code for code in self.languages if key(code) in wanted]
+
     def batch_size_for(self, model: ModelConfig) -> BatchSize:
         return model.batch_size if model.batch_size is not None else self.batch_size
 
@@ -192,6 +210,8 @@ class RunConfig(_Strict):
         for entry, model in zip(payload["models"], self.models):
             for option in options_outside_results(model):
                 entry.pop(option, None)
+        if not payload["task_languages"]:
+            del payload["task_languages"]  # run ids of configs without it stay as they were
         payload["task_file_contents"] = [_file_digest(path) for path in self.task_files]
         canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

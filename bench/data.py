@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.errors import UserError
 from bench.languages import language_code
-from bench.paths import DATA_ENV, mirror_dir
+from bench.paths import DATA_ENV, mirror_dir, starter_dir
 
 Row = dict[str, Any]
 MIRROR_HINT = "accessbench-data"  # the folder name suggested in `data pull` commands when none is configured
@@ -100,7 +100,7 @@ class SourceSpec(_Strict):
 class Origin:
     """Where one (language, split) of a source will be read from right now, or how to get it."""
 
-    kind: str  # file | pypi | mirror | hub | missing
+    kind: str  # file | pypi | mirror | hub | starter | missing
     where: str
 
 
@@ -120,8 +120,24 @@ def mirror_file(source: SourceSpec, language: str, split: str, data_dir: Path | 
     return folder / source.local / f"{language}.{split}.jsonl"
 
 
+def starter_file(source: SourceSpec, language: str, split: str) -> Path | None:
+    """The starter pack's file for a language and split (a seeded sample shipped inside accessbench), if it has one."""
+    if source.local is None:
+        return None
+    path = starter_dir() / source.local / f"{language}.{split}.jsonl"
+    return path if path.is_file() else None
+
+
+def _starter_origin(path: Path) -> Origin:
+    rows = sum(1 for line in path.open(encoding="utf-8") if line.strip())
+    return Origin("starter", f"starter pack inside accessbench ({rows} items, a sample; the Hub or a mirror has them all): {path}")
+
+
 def locate(source: SourceSpec, language: str, split: str, data_dir: Path | None, task: str) -> Origin:
-    """Where rows would come from now (cheap: no download; the Hub cache is only tried when offline)."""
+    """Where rows would come from now (cheap: no download; the Hub cache is only tried when offline).
+
+    In order: a user file, a PyPI package, the mirror, the Hub (or its cache offline), and last the starter pack.
+    """
     if source.file is not None:
         return Origin("file", str(source.file.path))
     if source.pypi is not None:
@@ -129,10 +145,9 @@ def locate(source: SourceSpec, language: str, split: str, data_dir: Path | None,
         return Origin("pypi", f"PyPI package {source.pypi}") if installed else Origin("missing", f"pip install {source.pypi}")
     path = mirror_file(source, language, split, data_dir)
     if path is not None and path.is_file():
-        return Origin("mirror", str(path))
-    if source.hf is not None and language in source.hf.exclude:
-        return Origin("missing", f"not from the Hub ({source.hf.exclude[language]})")
-    if source.hf is not None:
+        return _starter_origin(path) if path.is_relative_to(starter_dir()) else Origin("mirror", str(path))
+    excluded = source.hf is not None and language in source.hf.exclude
+    if source.hf is not None and not excluded:
         config = source.hf.config.format(language=source.hf.code(language))
         if not hub_offline():
             return Origin("hub", f"Hub {source.hf.path} ({config}), downloaded on first use")
@@ -141,6 +156,11 @@ def locate(source: SourceSpec, language: str, split: str, data_dir: Path | None,
             return Origin("hub", f"Hub cache {source.hf.path} ({config})")
         except UserError:
             pass
+    starter = starter_file(source, language, split)
+    if starter is not None:
+        return _starter_origin(starter)
+    if source.hf is not None and excluded:
+        return Origin("missing", f"not from the Hub ({source.hf.exclude[language]})")
     return Origin("missing", pull_command(task, language, mirror_dir(data_dir)) if source.hf else f"add {path or source.local}")
 
 
@@ -154,6 +174,9 @@ def availability(source: SourceSpec, languages: list[str], data_dir: Path | None
         parts.append(f"mirror: {len(present)}/{len(languages)} languages" if mirror_dir(data_dir) else "mirror: no --data-dir")
     if source.hf is not None:
         parts.append(f"Hub {source.hf.path}" + (" (offline: cache only)" if hub_offline() else ""))
+    packed = starter_languages(source, languages)
+    if packed:
+        parts.append(f"starter pack: {len(packed)} languages, a sample (used when neither has them)")
     return "; ".join(parts)
 
 
@@ -162,18 +185,33 @@ def mirrored_languages(source: SourceSpec, languages: list[str], data_dir: Path 
     return [code for code in languages if (path := mirror_file(source, code, source.split, data_dir)) is not None and path.is_file()]
 
 
+def starter_languages(source: SourceSpec, languages: list[str]) -> list[str]:
+    """The languages whose test split is in the starter pack."""
+    return [code for code in languages if starter_file(source, code, source.split) is not None]
+
+
 def load_rows(source: SourceSpec, language: str, split: str, data_dir: Path | None, task: str) -> list[Row]:
-    """Rows of one language and split: a user file, a PyPI package, the mirror, else the Hub (cache or download)."""
+    """Rows of one language and split: a user file, a PyPI package, the mirror, the Hub (cache or download), else the starter pack."""
     if source.file is not None:
         return [dict(row) for row in read_user_rows(source.file) if row["language"] == language]
     if source.pypi is not None:
         return packaged_rows(source.pypi, language, split)
     path = mirror_file(source, language, split, data_dir)
     if path is not None and path.is_file():
-        return [dict(row) for row in _jsonl_rows(path, path.stat().st_mtime_ns)]
-    folder = mirror_dir(data_dir)
+        return _file_rows(path)
+    try:
+        return _hub_or_missing(source, language, split, data_dir, task, path)
+    except DataMissing:
+        starter = starter_file(source, language, split)
+        if starter is None:
+            raise
+        return _file_rows(starter)
+
+
+def _hub_or_missing(source: SourceSpec, language: str, split: str, data_dir: Path | None, task: str, path: Path | None) -> list[Row]:
+    """Rows from the Hub, or DataMissing naming the command that fetches them."""
     where = f"{path} does not exist" if path is not None else f"no data folder is set (--data-dir or {DATA_ENV})"
-    fix = pull_command(task, language, folder)
+    fix = pull_command(task, language, mirror_dir(data_dir))
     if source.hf is None:
         raise DataMissing(f"task {task} ({language}, {split}): {where}; add that file to the data folder")
     if language in source.hf.exclude:
@@ -186,6 +224,10 @@ def load_rows(source: SourceSpec, language: str, split: str, data_dir: Path | No
         return [dict(row) for row in _hub_rows(source.hf, language, split)]
     except UserError as error:
         raise DataMissing(f"task {task} ({language}, {split}): {where} and {error}; with internet run `{fix}`, then pass that folder with --data-dir") from None
+
+
+def _file_rows(path: Path) -> list[Row]:
+    return [dict(row) for row in _jsonl_rows(path, path.stat().st_mtime_ns)]
 
 
 # ---------------------------------------------------------------- the mirror

@@ -23,12 +23,18 @@ def builtin_dir(name: str) -> Path:
 
 
 DATA_ENV = "ACCESSBENCH_DATA"
+STARTER = "@starter"  # a data_dir naming the starter pack itself (the quickstart reads only it)
+
+
+def starter_dir() -> Path:
+    """The starter data pack shipped inside accessbench, in the mirror's layout (``tools/build_starter_pack.py``)."""
+    return PACKAGE_ROOT / "starter"
 
 
 def mirror_dir(configured: Path | None = None) -> Path | None:
-    """The local data mirror (`<dataset>/<lang>.<split>.jsonl`): --data-dir / data_dir, else ``ACCESSBENCH_DATA``."""
+    """The local data mirror (`<dataset>/<lang>.<split>.jsonl`): --data-dir / data_dir (``@starter``: the starter pack), else ``ACCESSBENCH_DATA``."""
     if configured is not None:
-        return Path(configured).expanduser()
+        return starter_dir() if str(configured) == STARTER else Path(configured).expanduser()
     from_env = os.environ.get(DATA_ENV)
     return Path(from_env).expanduser() if from_env else None
 

@@ -23,7 +23,7 @@ from bench.cost.profiles import CostSettings, resolve_cost
 from bench.crash_watch import CrashWatch
 from bench.data import DataMissing
 from bench.environment import git_commit, hardware, package_versions
-from bench.errors import UserError
+from bench.errors import UserError, did_you_mean
 from bench.evaluation import evaluate_docs, generation_params, summarize
 from bench.formatting import format_score
 from bench.kinds import TaskKind
@@ -85,19 +85,23 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _languages_per_task(tasks: list[TaskSpec], requested: list[str], notes: list[str]) -> dict[str, list[str]]:
-    """Each task's own codes for the requested languages; a language no task has is an error.
+def _languages_per_task(tasks: list[TaskSpec], config: RunConfig, notes: list[str]) -> dict[str, list[str]]:
+    """Each task's own codes for the requested languages (narrowed by ``task_languages``); a language no task has is an error.
 
     Without requested languages (task files only), every language of each task; a task file whose
     rows name no language (``und``) runs whatever languages were requested.
     """
+    requested = config.languages
+    unknown = [name for name in config.task_languages if name not in {task.name for task in tasks}]
+    if unknown:
+        raise UserError(f"task_languages names '{unknown[0]}', which is not one of the run's tasks{did_you_mean(unknown[0], [task.name for task in tasks])}")
     codes: dict[str, list[str]] = {task.name: [] for task in tasks}
     for task in tasks:
         if not requested or task.languages == ["und"]:
             codes[task.name] = list(task.languages)
     for language in requested:
         found, first_error = False, None
-        for task in (task for task in tasks if task.languages != ["und"]):
+        for task in (task for task in tasks if task.languages != ["und"] and language in config.languages_for(task.name)):
             try:
                 code = task.language(language)
             except UserError as error:
@@ -126,7 +130,7 @@ def make_plan(config: RunConfig) -> Plan:
             raise UserError(f"two tasks are named '{task.name}'; give the task file another name (name: in a task YAML)")
     cost = resolve_cost(config.cost)
     notes: list[str] = []
-    codes = _languages_per_task(tasks, config.languages, notes)
+    codes = _languages_per_task(tasks, config, notes)
     models, slugs = [], set()
     skips: dict[int, Mapping[str, str]] = {}
     for model in config.models:

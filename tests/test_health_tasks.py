@@ -176,6 +176,8 @@ def test_tico19_hub_tsv_is_read_directly_with_its_quoting(tmp_path: Path, monkey
 def test_tico19_somali_never_comes_from_the_misaligned_hub_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE")
     source = get_task("tico19_eng_x").source
+    assert locate(source, "som", "test", tmp_path, "tico19_eng_x").kind == "starter"  # the realigned copy in the starter pack
+    monkeypatch.setattr(data, "starter_dir", lambda: tmp_path / "no-pack")
     where = locate(source, "som", "test", tmp_path, "tico19_eng_x")
     assert where.kind == "missing" and "drift" in where.where
     with pytest.raises(DataMissing, match="the Hub copy is not used: TICO-19's Somali lines drift"):

@@ -93,6 +93,7 @@ class ModelInfo:
     quantization: str | None
     source: str
     endpoint: dict[str, Any] | None = None  # a served model: URL, model id, API, scoring, price (never a key)
+    dtype_reason: str | None = None  # why this dtype (e.g. what `dtype: auto` found on this CPU)
 
 
 class Backend(Protocol):

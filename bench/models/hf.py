@@ -32,6 +32,7 @@ from bench.models.base import (
     split_pair,
     truncate_at_stop,
 )
+from bench.models.cpu_dtype import CHECK_TEXTS, auto_cpu_dtype
 from bench.models.gguf_cache import converted_dir, ensure_converted
 from bench.models.memory import MemoryEstimate, check_fits
 from bench.models.sources import ModelSource, read_gguf, resolve
@@ -62,7 +63,7 @@ def pick_device(requested: str) -> str:
 
 
 def pick_dtype(requested: str, device: str) -> str:
-    """auto → bfloat16 on a GPU, float32 on a CPU."""
+    """auto → bfloat16 on a GPU, float32 on a CPU (the backend may then pick bfloat16: bench.models.cpu_dtype)."""
     if requested != "auto":
         return requested
     return "bfloat16" if device.startswith("cuda") else "float32"
@@ -134,8 +135,13 @@ class HFBackend:
         self.spec = spec
         checked = preflight(spec)
         self.source, self.device, self.dtype_name = checked.source, str(checked.resolved["device"]), str(checked.resolved["dtype"])
+        dtype_reason = "as configured" if spec.dtype != "auto" else "auto: bfloat16 on a GPU"
+        if spec.dtype == "auto" and self.device == "cpu":
+            key = f"{self.source.cache_key or self.source.location}@{self.source.revision}|torch {torch.__version__}"
+            choice = auto_cpu_dtype(key, self._check_logprobs)
+            self.dtype_name, dtype_reason = choice.dtype, f"auto: {choice.reason}"
         torch.manual_seed(seed)
-        self.model, self.tokenizer = self._load(self.source)
+        self.model, self.tokenizer = self._load(self.source, self.dtype_name)
         self.model.eval()
         self.input_device = self.model.device if spec.device_map is None else next(self.model.parameters()).device
         self.batch_size = auto_batch_size(batch_size, self.device)
@@ -158,10 +164,25 @@ class HFBackend:
             device=self.device,
             quantization=spec.quantization or ("gguf-dequantised" if self.source.kind == "gguf" else None),
             source=self.source.location,
+            dtype_reason=dtype_reason,
         )
 
     # ---------------------------------------------------------------- loading
-    def _load(self, source: ModelSource) -> tuple[Any, Any]:
+    def _check_logprobs(self, dtype_name: str) -> list[float]:
+        """Log-likelihood of each of the dtype check's sentences with the model loaded in ``dtype_name`` (bench.models.cpu_dtype)."""
+        model, tokenizer = self._load(self.source, dtype_name)
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        scores = []
+        with torch.inference_mode():
+            for text in CHECK_TEXTS:
+                ids = torch.tensor([[prefix, *tokenizer(text, add_special_tokens=False)["input_ids"]]], device=self.device)
+                logits = model(ids).logits[0, :-1].float()
+                scores.append(float(torch.log_softmax(logits, dim=-1).gather(1, ids[0, 1:, None]).sum()))
+        del model
+        gc.collect()
+        return scores
+
+    def _load(self, source: ModelSource, dtype_name: str) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         spec = self.spec
@@ -172,7 +193,7 @@ class HFBackend:
             path, revision = source.location, source.revision
         common = {"revision": revision, "trust_remote_code": spec.trust_remote_code}
         try:
-            kwargs: dict[str, Any] = {"dtype": DTYPES[self.dtype_name], **common}
+            kwargs: dict[str, Any] = {"dtype": DTYPES[dtype_name], **common}
             if offload:
                 kwargs["device_map"] = spec.device_map
                 if spec.max_memory:
@@ -183,7 +204,7 @@ class HFBackend:
                 kwargs["quantization_config"] = BitsAndBytesConfig(
                     load_in_8bit=spec.quantization == "8bit",
                     load_in_4bit=spec.quantization == "4bit",
-                    bnb_4bit_compute_dtype=DTYPES[self.dtype_name],
+                    bnb_4bit_compute_dtype=DTYPES[dtype_name],
                 )
                 kwargs.setdefault("device_map", self.device)
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
