@@ -48,8 +48,8 @@ def _open(browser, path: Path):
 def test_table_sorts_on_click_and_filters(browser, site: Path) -> None:
     page, requests, errors = _open(browser, site / "index.html")
     assert not errors
-    column = "#leaderboard tbody tr:not([hidden]) td:nth-child(8)"
-    header = page.locator("#leaderboard thead th").nth(7)
+    column = "#leaderboard tbody tr:not([hidden]) td:nth-child(9)"  # score [95% CI]
+    header = page.locator("#leaderboard thead th").nth(8)
     header.locator("button").click()
     ascending = [float(v) for v in page.eval_on_selector_all(column, "cells => cells.map(c => c.dataset.value)") if v != ""]
     assert ascending == sorted(ascending) and header.get_attribute("aria-sort") == "ascending"
