@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import faulthandler
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,8 +27,6 @@ class CrashWatch:
     """The runner's side: start the watcher, say which cell runs, say ``done`` on any orderly end."""
 
     def __init__(self, run_dir: Path) -> None:
-        import os
-
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.crash_watch", str(run_dir), str(os.getpid())],
             stdin=subprocess.PIPE,

@@ -15,6 +15,7 @@ version and shared-library file, so each machine and build is probed once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -183,8 +184,9 @@ def _cpu_identity() -> str:
     return f"{platform.machine()}|{model}|{flags}"
 
 
+@functools.cache
 def build_identity() -> str:
-    """The llama-cpp-python version and its shared library's size and SHA-256 prefix."""
+    """The llama-cpp-python version and its shared library's SHA-256 prefix (hashed once per process)."""
     from importlib.metadata import version
 
     library = _library_file()
