@@ -89,10 +89,12 @@ def run(
     hardware: Annotated[str | None, typer.Option(help="hardware profile to price the run as (configs/hardware/), e.g. laptop-cpu")] = None,
     country: Annotated[str | None, typer.Option(help="country whose electricity prices the run: ISO code or name, e.g. NGA")] = None,
     currency: Annotated[str | None, typer.Option(help="currency of the cost figures, e.g. NGN")] = None,
+    executor: Annotated[str, typer.Option(help="where units of work run: inline (this process; the default)")] = "inline",
 ) -> None:
     """Evaluate models on tasks and languages; rerunning the same command resumes."""
     from bench.config import build_config
     from bench.cost.report import run_costs
+    from bench.executors import get_executor
     from bench.runner import run as run_config
     from bench.table import results_table, words_cost
 
@@ -111,7 +113,7 @@ def run(
         fewshot=fewshot,
         cost_overrides=cost,
     )
-    outcome = run_config(settings, errors)
+    outcome = run_config(settings, errors, executor=get_executor(executor))
     costs, _ = run_costs(outcome.run_dir)  # this run's own folder: nothing of another version to skip
     prices = words_cost(row for found in costs for row in found.languages)
     currency = costs[0].settings.currency.code if costs else "USD"

@@ -3,8 +3,8 @@
 A segfault in llama.cpp or torch ends the Python process at once: no ``except`` runs, so the
 run itself cannot say what happened. The runner starts this watcher beside it and tells it, over
 a pipe, which cell it is evaluating; ``faulthandler`` writes into the same pipe if a fatal signal
-arrives. When the pipe closes without a ``done`` line, the watcher marks the invocation in the
-manifest as crashed, keeps faulthandler's dump as ``crash-<pid>.log`` in the run folder, and
+arrives. When the pipe closes without a ``done`` line, the watcher marks the process's invocation
+record as crashed, keeps faulthandler's dump as ``crash-<pid>.log`` in the run folder, and
 prints one line naming the cell, the saved samples and what to do. Samples are appended and
 fsynced per chunk, so every finished one is already on disk.
 
@@ -13,6 +13,7 @@ fsynced per chunk, so every finished one is already on disk.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
 import os
@@ -55,9 +56,8 @@ class CrashWatch:
 
 
 def _report(run_dir: Path, pid: int, cell: dict[str, str] | None, dump: str) -> str:
-    """Mark the invocation crashed in the manifest, keep the dump, and return the one-line message."""
-    from bench.results import RunStore, count_saved_samples
-    from bench.run_lock import RunLock
+    """Mark the invocation record crashed, keep the dump, and return the one-line message."""
+    from bench.results import DamagedResults, count_saved_samples, mark_stale_invocations
 
     fatal = next((line.split(":", 1)[1].strip() for line in dump.splitlines() if line.startswith("Fatal Python error:")), None)
     what = f"crashed ({fatal})" if fatal else "was killed (kill -9, or the system ran out of memory)"
@@ -67,18 +67,8 @@ def _report(run_dir: Path, pid: int, cell: dict[str, str] | None, dump: str) -> 
         crash_log = run_dir / f"crash-{pid}.log"
         crash_log.write_text(dump, encoding="utf-8")
         log = f"; details in {crash_log}"
-    store = RunStore(run_dir)
-    lock = RunLock(run_dir)
-    if lock.try_take():  # else a new run already owns the folder, and marks the invocation killed itself
-        try:
-            manifest = store.manifest_or_none()
-            if manifest is not None:
-                for invocation in manifest.get("invocations", []):
-                    if invocation.get("pid") == pid and invocation.get("status") == "running":
-                        invocation["status"] = f"crashed: {fatal or 'killed'}" + (f" in {cell['label']}" if cell else "")
-                store.write_manifest(manifest)
-        finally:
-            lock.release()
+    with contextlib.suppress(DamagedResults, OSError):  # the samples matter; the record is a courtesy
+        mark_stale_invocations(run_dir, f"crashed: {fatal or 'killed'}" + (f" in {cell['label']}" if cell else ""), pid=pid)
     hint = "rerun the same command to resume"
     if cell and cell["backend"] == "llamacpp":
         hint += "; if llama.cpp crashes again, use backend: hf for this model or rebuild it with `python install.py llamacpp`"

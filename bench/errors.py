@@ -24,3 +24,9 @@ def short_list(items: Iterable[str], limit: int = 20) -> str:
     items = list(items)
     shown = ", ".join(items[:limit])
     return shown if len(items) <= limit else f"{shown}, … ({len(items)} in all)"
+
+
+def missing_dependency(what: str, missing: list[str], extra: str | None) -> UserError:
+    """'backend llamacpp needs llama_cpp, which is not installed; install it with …' for a plugin whose extra is missing."""
+    how = f"install it with `python install.py {extra}` in the accessbench checkout" if extra else "install it"
+    return UserError(f"{what} needs {', '.join(missing)}, which is not installed; {how}, or use another one")

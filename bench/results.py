@@ -2,9 +2,13 @@
 
 Layout::
 
-    <output>/<run-id>/manifest.json
+    <output>/<run-id>/manifest.json                         the config and its hash, written once
+    <output>/<run-id>/invocations/<pid>-<host>-<time>.json  one record per process that took part (host, hardware, status)
     <output>/<run-id>/<model>/<task>/<lang>/samples.jsonl   one line per finished sample
     <output>/<run-id>/<model>/<task>/<lang>/summary.json    scores with CIs, tokens, time
+
+Each process writes only its own invocation record, so processes on several machines sharing a
+run folder never overwrite each other; ``read_manifest`` shows the manifest with every record.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import contextlib
 import errno
 import json
 import os
+import re
+import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +33,7 @@ from bench.paths import is_safe_component
 SAMPLES = "samples.jsonl"
 SUMMARY = "summary.json"
 MANIFEST = "manifest.json"
+INVOCATIONS = "invocations"
 
 
 @dataclass(frozen=True)
@@ -55,10 +62,14 @@ def is_no_space(error: BaseException) -> bool:
 class DamagedResults(UserError):
     """A results file that cannot be read as written; the message names the file (and line), and nothing is deleted."""
 
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
 
 # The layout and fields of manifest.json, summary.json and samples.jsonl. Raise it when a change
 # would mislead an older reader; a reader accepts this version and every older one.
-RESULTS_SCHEMA = 2  # 1: before the field existed (the same fields); 2: schema_version recorded
+RESULTS_SCHEMA = 3  # 1: before the field existed (the same fields); 2: schema_version recorded; 3: invocations/ records
 
 
 class NewerResults(UserError):
@@ -154,19 +165,99 @@ def _read_samples(path: Path, repair: bool) -> list[dict[str, Any]]:
     return records
 
 
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_bytes())
+    except ValueError as error:
+        raise DamagedResults(f"{path} is damaged ({str(error).splitlines()[0]})", path) from None
+    if not isinstance(record, dict):
+        raise DamagedResults(f"{path} is damaged (not {what})", path)
+    check_schema(record, path)
+    return record
+
+
+def read_invocations(run_dir: Path) -> list[dict[str, Any]]:
+    """Every process's invocation record in a run folder, oldest first."""
+    folder = run_dir / INVOCATIONS
+    records = [_read_json(path, "an invocation record") for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return sorted(records, key=lambda record: str(record.get("started_at", "")))
+
+
+# What the newest invocation that recorded it says: the machine, versions and cost settings of the
+# run as last extended (older folders kept these at the top of the manifest).
+LATEST = ("versions", "git", "hardware", "cost")
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any] | None:
-    """A run folder's manifest, None when there is none yet; DamagedResults when it is not a manifest any more."""
+    """A run folder's manifest with every invocation record (``invocations``), each model's backend
+    information (``models``) and the latest machine and cost settings; None when there is none yet;
+    DamagedResults when a file is not what it should be any more."""
     path = run_dir / MANIFEST
     if not path.is_file():
         return None
-    try:
-        manifest = json.loads(path.read_bytes())
-    except ValueError as error:
-        raise DamagedResults(f"{path} is damaged ({str(error).splitlines()[0]})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("invocations", []), list):
-        raise DamagedResults(f"{path} is damaged (not a manifest)")
-    check_schema(manifest, path)
+    manifest = _read_json(path, "a manifest")
+    if not isinstance(manifest.get("invocations", []), list):
+        raise DamagedResults(f"{path} is damaged (not a manifest)", path)
+    records = read_invocations(run_dir)
+    manifest["invocations"] = [*manifest.get("invocations", []), *records]
+    models = dict(manifest.get("models") or {})
+    for record in records:
+        models.update(record.get("models") or {})
+        manifest.update({key: record[key] for key in LATEST if record.get(key) is not None})
+    manifest["models"] = models
     return manifest
+
+
+def _file_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:64] or "host"
+
+
+class Invocation:
+    """This process's record in a run folder: written when it starts, rewritten by this process only."""
+
+    def __init__(self, run_dir: Path, record: dict[str, Any]) -> None:
+        self.record = {"schema_version": RESULTS_SCHEMA, "host": socket.gethostname(), "pid": os.getpid(), "status": "running", **record}
+        stamp = str(self.record.get("started_at", "")).replace(":", "").replace("-", "").replace("+", "")
+        self.path = run_dir / INVOCATIONS / f"{self.record['pid']}-{_file_safe(str(self.record['host']))}-{_file_safe(stamp)}.json"
+
+    def write(self, *, in_place_if_full: bool = False) -> None:
+        """Write the record; ``in_place_if_full``: when the disk is full, rewrite the old file's bytes instead."""
+        self.path.parent.mkdir(exist_ok=True)
+        _write_record(self.path, self.record, in_place_if_full)
+
+    def close(self, status: str, finished_at: str, *, in_place_if_full: bool = False) -> None:
+        self.record.update(status=status, finished_at=finished_at)
+        self.write(in_place_if_full=in_place_if_full)
+
+
+def _write_record(path: Path, data: Any, in_place_if_full: bool) -> None:
+    try:
+        write_json_atomic(path, data)
+    except OSError as error:
+        if not (in_place_if_full and is_no_space(error) and path.is_file()):
+            raise
+        _overwrite_in_place(path, data)
+
+
+def mark_stale_invocations(run_dir: Path, status: str, pid: int | None = None) -> None:
+    """Mark invocation records still ``running`` (of one ``pid``, or all) with ``status``: their process is gone.
+
+    Only the run lock's holder calls this for all of them (a process that holds no lock can be alive).
+    """
+    manifest_path = run_dir / MANIFEST
+    folder = run_dir / INVOCATIONS
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        record = _read_json(path, "an invocation record")
+        if record.get("status") == "running" and (pid is None or record.get("pid") == pid):
+            write_json_atomic(path, {**record, "status": status})
+    if manifest_path.is_file():  # records written inline by accessbench before schema 3
+        manifest = _read_json(manifest_path, "a manifest")
+        inline = [record for record in manifest.get("invocations", []) if isinstance(record, dict)]
+        stale = [record for record in inline if record.get("status") == "running" and (pid is None or record.get("pid") == pid)]
+        for record in stale:
+            record["status"] = status
+        if stale:
+            write_json_atomic(manifest_path, manifest)
 
 
 class RunStore:
@@ -216,28 +307,15 @@ class RunStore:
     def manifest(self) -> dict[str, Any] | None:
         return read_manifest(self.run_dir)
 
-    def manifest_or_none(self) -> dict[str, Any] | None:
-        """The manifest, or None when it is missing or unreadable (its samples stay usable)."""
-        try:
-            return self.manifest()
-        except (DamagedResults, OSError):
-            return None
-
-    def set_manifest_aside(self) -> Path:
-        """Rename a damaged manifest to ``manifest.json.damaged-<time>`` (kept for inspection) and return its new path."""
-        aside = self.run_dir / f"{MANIFEST}.damaged-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
-        (self.run_dir / MANIFEST).replace(aside)
+    def set_aside(self, path: Path) -> Path:
+        """Rename a damaged file to ``<name>.damaged-<time>`` (kept for inspection) and return its new path."""
+        aside = path.with_name(f"{path.name}.damaged-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
+        path.replace(aside)
         return aside
 
-    def write_manifest(self, manifest: dict[str, Any], *, in_place_if_full: bool = False) -> None:
-        """Replace the manifest atomically; ``in_place_if_full``: when the disk is full, rewrite the old file's bytes instead."""
-        path = self.run_dir / MANIFEST
-        try:
-            write_json_atomic(path, manifest)
-        except OSError as error:
-            if not (in_place_if_full and is_no_space(error) and path.is_file()):
-                raise
-            _overwrite_in_place(path, manifest)
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Write a new run's manifest (once: invocation records go to their own files)."""
+        write_json_atomic(self.run_dir / MANIFEST, manifest)
 
 
 def count_saved_samples(run_dir: Path) -> int:

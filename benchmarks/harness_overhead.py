@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 
 from bench.config import ModelConfig, RunConfig, parse_config
 from bench.models.base import Backend
-from bench.runner import _load_backend as load_for_run
 from bench.runner import run
+from bench.worker import load_for_run
 
 
 class ForwardClock:

@@ -147,7 +147,7 @@ def two_results(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     base = tmp_path_factory.mktemp("report-results")
     first = _report_run(tiny_model_dir, base / "machine-a", "tiny-a", 3, ["eng", "hau", "swh"])
     _report_run(tiny_model_dir, base / "machine-b", "tiny-b", 2, ["eng", "hau"])
-    samples = first / next(p.name for p in first.iterdir() if p.is_dir()) / "mgsm_symbolic" / "hau" / "samples.jsonl"
+    samples = next(first.glob("*/mgsm_symbolic/hau/samples.jsonl"))
     lines = samples.read_text(encoding="utf-8").splitlines()
     record = json.loads(lines[0])
     record["output"] = XSS + record["output"]

@@ -95,7 +95,7 @@ def test_a_backend_with_a_missing_dependency_names_the_extra() -> None:
         entry.module_object()
     assert str(error.value) == (
         "backend needs-missing needs no_such_module_for_accessbench, which is not installed; "
-        "install it with `python install.py somextra` in the accessbench checkout, or use another backend"
+        "install it with `python install.py somextra` in the accessbench checkout, or use another one"
     )
 
 

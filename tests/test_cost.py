@@ -354,5 +354,5 @@ def test_a_real_smollm2_run_is_metered(smollm2_ref: str, real_backend: str, tmp_
         assert_consistent(cost)
     generate = next(s for s in outcome.summaries if s["task"] == "mgsm_symbolic")["cost"]
     assert generate["throughput"]["decode_tokens_per_second"]["overall"] > 0 and generate["throughput"]["ttft_seconds"]["median"] > 0
-    manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
+    manifest = results.read_manifest(outcome.run_dir) or {}
     assert next(iter(manifest["models"].values()))["meter"]["energy_methods"]["cpu"] == expected

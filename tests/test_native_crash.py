@@ -66,13 +66,13 @@ def test_a_native_crash_mid_run_keeps_every_finished_sample_and_names_the_cell(t
         f"error: the run crashed (Segmentation fault) while evaluating {tiny_model_dir} · mgsm_symbolic_bpb · hau; "
         f"{saved} finished samples are saved in {run_dir}; details in {run_dir}/crash-{_crashed_pid(run_dir)}.log; rerun the same command to resume"
     ]
-    invocation = json.loads((run_dir / "manifest.json").read_text())["invocations"][-1]
+    invocation = (results.read_manifest(run_dir) or {})["invocations"][-1]
     assert invocation["status"] == f"crashed: Segmentation fault in {tiny_model_dir} · mgsm_symbolic_bpb · hau"
     assert "Fatal Python error: Segmentation fault" in (run_dir / f"crash-{invocation['pid']}.log").read_text()
 
 
 def _crashed_pid(run_dir: Path) -> int:
-    return int(json.loads((run_dir / "manifest.json").read_text())["invocations"][-1]["pid"])
+    return int((results.read_manifest(run_dir) or {})["invocations"][-1]["pid"])
 
 
 # ---------------------------------------------------------------- the probe

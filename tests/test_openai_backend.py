@@ -29,6 +29,7 @@ from bench.models.base import LoglikelihoodRequest
 from bench.models.http_client import Endpoint, Unreachable, backoff_seconds, retry_after_seconds
 from bench.models.llamacpp import LlamaCppBackend
 from bench.models.sources import resolve
+from bench.results import read_manifest
 from bench.runner import run
 
 pytestmark = pytest.mark.integration
@@ -297,7 +298,7 @@ def test_a_server_killed_mid_run_is_one_line_and_a_rerun_resumes(shared_data: Pa
     assert done.returncode == 0, done.stderr
     ids = [json.loads(line)["doc_id"] for line in samples_path.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 6  # nothing lost, nothing twice
-    manifest = json.loads(next((tmp_path / "out").glob("*/manifest.json")).read_text())
+    manifest = read_manifest(next((tmp_path / "out").glob("*/manifest.json")).parent) or {}
     assert [invocation["status"].split(":")[0] for invocation in manifest["invocations"]] == ["failed", "finished"]
 
 

@@ -50,7 +50,7 @@ def doc_ids(path: Path) -> list[str]:
 
 
 def manifest(output: Path) -> dict:
-    return json.loads((run_folder(output) / "manifest.json").read_text(encoding="utf-8"))
+    return results.read_manifest(run_folder(output)) or {}
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +139,14 @@ def test_a_corrupt_manifest_is_set_aside_and_the_run_resumes(tiny_model_dir: Pat
     [note] = [line for line in again.stderr.splitlines() if "damaged" in line]
     [aside] = folder.glob("manifest.json.damaged-*")
     assert aside.name in note and aside.read_text(encoding="utf-8") == '{"run_id": "x", "invocations": ['
-    assert [invocation["status"] for invocation in manifest(output)["invocations"]] == ["finished"]
+    assert [invocation["status"] for invocation in manifest(output)["invocations"]] == ["finished", "finished"]  # each process's own record survives
 
 
 def test_an_invocation_left_running_is_marked_killed_by_the_next_run(tiny_model_dir: Path, finished_run: Path, tmp_path: Path) -> None:
     output = copy_of(finished_run, tmp_path)
-    path = run_folder(output) / "manifest.json"
+    [path] = (run_folder(output) / "invocations").glob("*.json")
     recorded = json.loads(path.read_text(encoding="utf-8"))
-    recorded["invocations"][0]["status"] = "running"  # what a power cut leaves (no crash watcher survives it either)
+    recorded["status"] = "running"  # what a power cut leaves (no crash watcher survives it either)
     path.write_text(json.dumps(recorded), encoding="utf-8")
     again = tiny_run(tiny_model_dir, output)
     assert again.returncode == 0, again.stderr
@@ -241,7 +241,8 @@ main()
 
 def test_a_full_disk_is_one_line_leaves_no_partial_file_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:
     """ENOSPC is injected into os.fsync in the CLI's own process (no small filesystem can be mounted in a test):
-    the manifest twice and one chunk of samples are written, then the disk is full and stays full, cleanup included."""
+    the manifest, this process's invocation record twice and one chunk of samples are written, then the disk is full and
+    stays full, cleanup included."""
     script = tmp_path / "disk_fills_up.py"
     script.write_text(DISK_FILLS_UP, encoding="utf-8")
     output = tmp_path / "out"
@@ -263,7 +264,7 @@ def test_a_full_disk_is_one_line_leaves_no_partial_file_and_resumes(tiny_model_d
         str(output),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    full = subprocess.run([sys.executable, str(script), "3", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    full = subprocess.run([sys.executable, str(script), "4", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     line = assert_one_line_error(full, f"no space left on {run_folder(output)}", "free space and rerun")
     saved = results.count_saved_samples(run_folder(output))
     assert f"; {saved} samples are saved in" in line and saved == 4  # 5 items per language in chunks of 4: the second chunk failed
@@ -390,15 +391,15 @@ def test_results_of_a_newer_schema_are_refused_by_run_and_skipped_by_reports(tin
     assert run_cli("run", str(config)).returncode == 0
     [manifest_file] = (tmp_path / "out").glob("*/manifest.json")
     manifest = json.loads(manifest_file.read_text())
-    assert manifest["schema_version"] == 2
-    assert {json.loads(path.read_text())["schema_version"] for path in (tmp_path / "out").rglob("summary.json")} == {2}
+    assert manifest["schema_version"] == 3
+    assert {json.loads(path.read_text())["schema_version"] for path in (tmp_path / "out").rglob("summary.json")} == {3}
     manifest["schema_version"] = 99
     manifest["versions"]["accessbench"] = "9.0.0"
     manifest_file.write_text(json.dumps(manifest))
     again = run_cli("run", str(config))
     assert again.returncode == 2
     assert again.stderr.strip().splitlines() == [
-        f"error: {manifest_file} was written by accessbench 9.0.0 (results schema 99); this accessbench reads schema 2 and older: "
+        f"error: {manifest_file} was written by accessbench 9.0.0 (results schema 99); this accessbench reads schema 3 and older: "
         "upgrade accessbench to read it, or run into another --output folder"
     ]
     report = run_cli("cost", str(tmp_path / "out"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ from bench import results
 from bench.config import RunConfig, parse_config
 from bench.errors import UserError
 from bench.models.hf import HFBackend
-from bench.runner import RunInterrupted, make_plan, run
+from bench.plan import make_plan
+from bench.runner import RunInterrupted, run
 
 TASKS = ["mgsm_symbolic", "mgsm_symbolic_bpb", "mgsm_symbolic_tax"]
 
@@ -49,7 +51,7 @@ def test_a_full_run_writes_samples_summaries_and_manifest(tiny_model_dir: Path, 
         assert summary["config_hash"] and summary["model_info"]["parameters"] > 0
         for metric in summary["metrics"].values():
             assert metric["ci_low"] is not None and metric["ci_low"] <= metric["value"] <= metric["ci_high"]
-    manifest = (outcome.run_dir / "manifest.json").read_text()
+    manifest = json.dumps(results.read_manifest(outcome.run_dir), indent=2)
     for key in (
         '"config_hash"',
         '"seed"',
@@ -118,7 +120,7 @@ def test_interrupted_run_keeps_finished_samples_and_resumes_to_the_same_summarie
         run(config, backend_factory=InterruptAfter(3))
     kept = results.load(interrupted.value.run_dir)
     assert 0 < len(kept) < 24
-    manifest = (interrupted.value.run_dir / "manifest.json").read_text()
+    manifest = json.dumps(results.read_manifest(interrupted.value.run_dir), indent=2)
     assert '"status": "interrupted"' in manifest and '"backend": "hf"' in manifest  # auto was resolved before the run id
     resumed = run(config)
     assert resumed.run_dir == interrupted.value.run_dir

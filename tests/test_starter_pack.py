@@ -75,7 +75,7 @@ def test_data_dir_at_starter_reads_only_the_pack(shared_data: Path, monkeypatch:
 
 
 def test_task_languages_narrows_a_task_to_some_of_the_runs_languages(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from bench.runner import make_plan
+    from bench.plan import make_plan
 
     config = RunConfig.model_validate(
         {

@@ -9,7 +9,8 @@ from conftest import FIXTURE_DATA, FIXTURES, run_cli
 
 from bench.config import parse_config
 from bench.data import DataMissing
-from bench.runner import make_plan, run
+from bench.plan import make_plan
+from bench.runner import run
 from bench.tasks import task_from_file
 
 TASK_FILES = FIXTURES / "task_files"

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from bench.config import BatchSize, ModelConfig
-from bench.errors import UserError
+from bench.errors import UserError, missing_dependency
 from bench.models.base import Backend, Preflight
 from bench.models.native_probe import probe_llama_cpp
 from bench.models.sources import resolve
@@ -59,8 +59,7 @@ class BackendEntry:
     def module_object(self) -> Any:
         missing = self.missing()
         if missing:
-            how = f"install it with `python install.py {self.extra}` in the accessbench checkout" if self.extra else "install it"
-            raise UserError(f"backend {self.name} needs {', '.join(missing)}, which is not installed; {how}, or use another backend")
+            raise missing_dependency(f"backend {self.name}", missing, self.extra)
         return importlib.import_module(self.module)
 
 
