@@ -19,7 +19,7 @@ import json
 import os
 import re
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,9 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import UserError
+from bench.kinds import KINDS, TaskKind
 from bench.paths import is_safe_component
+from bench.records import RESULTS_SCHEMA, Sample, Summary, check_schema
 
 SAMPLES = "samples.jsonl"
 SUMMARY = "summary.json"
@@ -65,27 +67,6 @@ class DamagedResults(UserError):
     def __init__(self, message: str, path: Path | None = None) -> None:
         super().__init__(message)
         self.path = path
-
-
-# The layout and fields of manifest.json, summary.json and samples.jsonl. Raise it when a change
-# would mislead an older reader; a reader accepts this version and every older one.
-RESULTS_SCHEMA = 3  # 1: before the field existed (the same fields); 2: schema_version recorded; 3: invocations/ records
-
-
-class NewerResults(UserError):
-    """A run folder written by a newer accessbench, whose files this version may misread."""
-
-
-def check_schema(record: dict[str, Any], where: Path) -> None:
-    """Refuse, in one line saying what to do, a manifest or summary of a newer results schema."""
-    version = record.get("schema_version", 1)
-    if isinstance(version, int) and version <= RESULTS_SCHEMA:
-        return
-    writer = (record.get("versions") or {}).get("accessbench", "a newer version")
-    raise NewerResults(
-        f"{where} was written by accessbench {writer} (results schema {version}); this accessbench reads schema {RESULTS_SCHEMA} "
-        "and older: upgrade accessbench to read it, or run into another --output folder"
-    )
 
 
 def _write_all(fd: int, payload: bytes) -> None:
@@ -320,34 +301,124 @@ class RunStore:
 
 def count_saved_samples(run_dir: Path) -> int:
     """Finished samples on disk in a run folder (a torn last line is not counted)."""
-    return sum(len(_read_samples(file, repair=False)) for _, file in _cells(run_dir, SAMPLES))
+    return sum(len(_read_samples(key.folder(run_dir) / SAMPLES, repair=False)) for key in _cell_keys(run_dir, SAMPLES))
 
 
-# ---------------------------------------------------------------- loading into pandas
-def _run_dirs(path: Path) -> Iterator[Path]:
+# ---------------------------------------------------------------- the read model
+READ_ERRORS = (UserError, ValueError, KeyError, TypeError, AttributeError, OSError)  # what another version's (or damaged) files raise
+
+
+def unreadable(error: Exception) -> str:
+    """Why a results file written by another version (or damaged) could not be used, in a few words."""
+    if isinstance(error, KeyError):
+        return f"no field {error}"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def run_folders(path: str | Path) -> list[Path]:
     """Run folders at or below ``path`` (a run folder, or a folder of runs)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"results folder {path} does not exist")
     if (path / MANIFEST).is_file():
-        yield path
-        return
-    yield from sorted(manifest.parent for manifest in path.rglob(MANIFEST))
+        return [path]
+    return sorted(manifest.parent for manifest in path.rglob(MANIFEST))
 
 
-def _cells(run_dir: Path, filename: str) -> Iterator[tuple[CellKey, Path]]:
-    for file in sorted(run_dir.glob(f"*/*/*/{filename}")):
-        language_dir = file.parent
-        yield CellKey(language_dir.parent.parent.name, language_dir.parent.name, language_dir.name), file
+def _cell_keys(run_dir: Path, filename: str) -> list[CellKey]:
+    """The cells of a run folder holding ``filename``, from the folder layout."""
+    return [CellKey(file.parent.parent.parent.name, file.parent.parent.name, file.parent.name) for file in sorted(run_dir.glob(f"*/*/*/{filename}"))]
 
 
+@dataclass
+class StoredCell:
+    """One (model, task, language) cell as stored: its summary and its samples."""
+
+    key: CellKey  # key.model is the folder-safe slug: two runs of one model (say at two dtypes) stay apart
+    run_dir: Path
+    summary: dict[str, Any]
+    samples: list[dict[str, Any]]
+
+    @property
+    def folder(self) -> Path:
+        return self.key.folder(self.run_dir)
+
+    @property
+    def title(self) -> str:
+        """The model's name as the run recorded it."""
+        return str(self.summary.get("model_title") or self.summary["model"])
+
+    @property
+    def task(self) -> str:
+        return str(self.summary["task"])
+
+    @property
+    def language(self) -> str:
+        return str(self.summary["language"])
+
+    @property
+    def kind(self) -> TaskKind | None:
+        """The task kind (None for a kind this version does not know)."""
+        return KINDS.get(str(self.summary.get("task_kind", "")))
+
+    @property
+    def priced(self) -> bool:
+        """Ran inference (a kind this version does not know counts as inference)."""
+        return self.kind is None or self.kind.priced
+
+
+@dataclass
+class StoredRun:
+    """One run folder: its manifest (with every invocation record) and its readable cells."""
+
+    path: Path
+    manifest: dict[str, Any]
+    cells: list[StoredCell]
+    skipped: list[str]  # one line per cell that could not be read, naming its folder and why
+
+
+def read_cell(run_dir: Path, key: CellKey, with_samples: bool = True) -> StoredCell:
+    """One cell; a ``READ_ERRORS`` error when its files are damaged or of a form this version cannot use."""
+    path = key.folder(run_dir) / SUMMARY
+    summary = Summary.read(json.loads(path.read_text(encoding="utf-8")), path)
+    samples = [Sample.read(record) for record in _read_samples(key.folder(run_dir) / SAMPLES, repair=False)] if with_samples else []
+    return StoredCell(key, run_dir, summary, samples)
+
+
+def read_run(run_dir: Path, with_samples: bool = True) -> StoredRun:
+    """A run folder's manifest and cells; a cell that cannot be read is left out with one line in ``skipped``."""
+    manifest = read_manifest(run_dir) or {}
+    cells, skipped = [], []
+    for key in _cell_keys(run_dir, SUMMARY):
+        try:
+            cells.append(read_cell(run_dir, key, with_samples))
+        except READ_ERRORS as error:
+            skipped.append(f"{key.folder(run_dir)}: {unreadable(error)}; that cell is left out")
+    return StoredRun(run_dir, manifest, cells, skipped)
+
+
+def read_runs(path: str | Path, with_samples: bool = True) -> tuple[list[StoredRun], list[str]]:
+    """Every run below ``path``, and one line per run or cell that could not be read (the rest are returned)."""
+    runs, skipped = [], []
+    for run_dir in run_folders(path):
+        try:
+            run = read_run(run_dir, with_samples)
+        except READ_ERRORS as error:
+            skipped.append(f"{run_dir}: {unreadable(error)}; that run is left out")
+            continue
+        runs.append(run)
+        skipped.extend(run.skipped)
+    return runs, skipped
+
+
+# ---------------------------------------------------------------- loading into pandas
 def load(path: str | Path) -> pd.DataFrame:
     """One row per sample of every run below ``path``; per-sample values become ``values.<name>`` columns."""
     rows = []
-    for run_dir in _run_dirs(Path(path)):
-        for cell, file in _cells(run_dir, SAMPLES):
-            for record in _read_samples(file, repair=False):
-                rows.append({"run_id": run_dir.name, "model": cell.model, "task": cell.task, "language": cell.language, **record})
+    for run_dir in run_folders(path):
+        for key in _cell_keys(run_dir, SAMPLES):
+            for record in _read_samples(key.folder(run_dir) / SAMPLES, repair=False):
+                rows.append({"run_id": run_dir.name, "model": key.model, "task": key.task, "language": key.language, **record})
     return pd.json_normalize(rows, sep=".") if rows else pd.DataFrame(columns=["run_id", "model", "task", "language", "doc_id"])
 
 
@@ -367,14 +438,14 @@ def _flatten(prefix: str, block: dict[str, Any]) -> dict[str, Any]:
 
 def load_summaries(path: str | Path) -> pd.DataFrame:
     """One row per (run, model, task, language) cell: each metric with its 95 % interval, tokens, time, and the
-    cost block flattened into ``cost.*`` columns (e.g. ``cost.per_1m_input_tokens.total``, ``cost.energy.method``)."""
+    cost block flattened into ``cost.*`` columns (e.g. ``cost.per_1m_input_tokens.total``, ``cost.energy.method``).
+    ``model`` is the model's results folder (as in ``load``), ``model_ref`` the reference the config gave."""
     rows = []
-    for run_dir in _run_dirs(Path(path)):
-        for cell, file in _cells(run_dir, SUMMARY):
-            summary = json.loads(file.read_text(encoding="utf-8"))
-            check_schema(summary, file)
-            row: dict[str, Any] = {"run_id": run_dir.name, "model": cell.model, "task": cell.task, "language": cell.language}
-            row.update({key: value for key, value in summary.items() if not isinstance(value, dict)})
+    for run_dir in run_folders(path):
+        for key in _cell_keys(run_dir, SUMMARY):
+            summary = read_cell(run_dir, key, with_samples=False).summary
+            row: dict[str, Any] = {key_: value for key_, value in summary.items() if not isinstance(value, dict)}
+            row.update(run_id=run_dir.name, model=key.model, model_ref=summary.get("model"), task=key.task, language=key.language)
             for name, metric in summary.get("metrics", {}).items():
                 row[name] = metric["value"]
                 row[f"{name}_ci_low"] = metric["ci_low"]

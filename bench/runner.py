@@ -24,7 +24,8 @@ from bench.executors.base import Executor
 from bench.formatting import format_score
 from bench.models.registry import with_backend
 from bench.plan import Plan, make_plan
-from bench.results import RESULTS_SCHEMA, DamagedResults, Invocation, RunStore, count_saved_samples, is_no_space, mark_stale_invocations, read_manifest
+from bench.records import RESULTS_SCHEMA
+from bench.results import DamagedResults, Invocation, RunStore, count_saved_samples, is_no_space, mark_stale_invocations, read_manifest
 from bench.run_lock import RunLock
 from bench.worker import BackendFactory, BudgetReached, CellResult, RunJob, Worker, WorkUnit, load_for_run, now, recorded
 

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench import __version__
 from bench.config import ModelConfig, RunConfig
 from bench.cost.meter import Meter
-from bench.cost.pricing import api_price, cell_cost
+from bench.cost.pricing import cell_cost
 from bench.cost.profiles import CostSettings
 from bench.crash_watch import CrashWatch
 from bench.environment import hardware, package_versions
@@ -30,7 +31,8 @@ from bench.kinds import TaskKind
 from bench.models.base import Backend, auto_batch_size
 from bench.models.registry import load_backend
 from bench.plan import Cell
-from bench.results import RESULTS_SCHEMA, CellKey, Invocation, RunStore, is_no_space
+from bench.records import RESULTS_SCHEMA, Summary
+from bench.results import CellKey, Invocation, RunStore, is_no_space
 from bench.tasks import Doc
 
 BackendFactory = Callable[[ModelConfig, RunConfig], Backend]
@@ -101,8 +103,9 @@ class BudgetReached(Exception):
 def cell_summary(cell: Cell, job: RunJob, samples: list[dict[str, Any]], model_info: dict[str, Any] | None) -> dict[str, Any]:
     """A cell's summary from all its samples (so a resumed run gets the same)."""
     ordered = sorted(samples, key=lambda sample: sample["doc_id"])
-    return {
+    summary = {
         "schema_version": RESULTS_SCHEMA,
+        "written_by": __version__,
         "run_id": job.run_id,
         "config_hash": job.config_hash,
         "model": cell.model.ref,
@@ -112,9 +115,10 @@ def cell_summary(cell: Cell, job: RunJob, samples: list[dict[str, Any]], model_i
         "task_kind": cell.task.kind,
         "language": cell.language,
         **summarize(cell.task, ordered, job.config.seed),
-        "cost": cell_cost(ordered, job.cost, [cell.model_title, cell.model.ref], api_price(model_info)),
+        "cost": cell_cost(ordered, job.cost, [cell.model_title, cell.model.ref], model_info),
         "written_at": now(),
     }
+    return Summary.checked(summary)
 
 
 def chunk_size(config: RunConfig, model: ModelConfig, device: str, kind: TaskKind) -> int:

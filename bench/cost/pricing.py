@@ -239,12 +239,19 @@ def api_comparison(used: Usage, settings: CostSettings, model_names: Sequence[st
     }
 
 
-def cell_cost(samples: Sequence[Mapping[str, Any]], settings: CostSettings, model_names: Sequence[str], api: ApiPrice | None = None) -> dict[str, Any]:
-    """The ``cost`` block of one cell's summary, derived from its samples alone (so a resumed run gets the same);
-    ``api``: the model is a paid API, priced per token."""
-    used = usage(samples)
-    cost = price(used, settings, api)
-    figures = language_figures(samples)
-    cost["language"] = {**figures, **per_language(figures, unit_input_price(cost)), "source": "this cell's samples"}
-    cost["apis"] = api_comparison(used, settings, model_names)
+def cost_of(samples: Iterable[Mapping[str, Any]], settings: CostSettings, model_info: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What some samples of one model cost: per token where its info records a paid API's price, else hardware time
+    and electricity. The one pricing function behind summaries, `accessbench cost` and the reports."""
+    return price(usage(samples), settings, api_price(model_info))
+
+
+def cell_cost(
+    samples: Sequence[Mapping[str, Any]], settings: CostSettings, model_names: Sequence[str], model_info: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``cost`` block of one cell's summary, derived from its samples alone (so a resumed run gets the same):
+    its price, its language's token figures (money per word is priced over all of a model's languages, by
+    `accessbench cost`) and the same tokens on paid APIs."""
+    cost = cost_of(samples, settings, model_info)
+    cost["language"] = {**language_figures(samples), "source": "this cell's samples"}
+    cost["apis"] = api_comparison(usage(samples), settings, model_names)
     return cost

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,35 +10,11 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from bench.cost.pricing import Usage, api_comparison, language_figures, per_language, price, unit_input_price, usage
+from bench.cost.pricing import api_comparison, cost_of, language_figures, per_language, unit_input_price, usage
 from bench.cost.profiles import CostSettings, recorded_cost
-from bench.errors import UserError
 from bench.formatting import money, number
-from bench.kinds import KINDS, TaskKind
 from bench.languages import display_name
-from bench.results import SAMPLES, SUMMARY, _read_samples, _run_dirs, check_schema, read_manifest
-
-
-@dataclass
-class CellData:
-    model: str  # the folder-safe slug: two runs of one model (say at two dtypes) stay apart
-    title: str
-    summary: dict[str, Any]
-    samples: list[dict[str, Any]]
-    folder: Path
-
-    @property
-    def kind(self) -> TaskKind | None:
-        return KINDS.get(self.summary.get("task_kind", ""))
-
-    @property
-    def priced(self) -> bool:
-        """Ran inference (a kind this version does not know counts as inference)."""
-        return self.kind is None or self.kind.priced
-
-    @property
-    def language(self) -> str:
-        return str(self.summary["language"])
+from bench.results import READ_ERRORS, StoredCell, StoredRun, read_runs, unreadable
 
 
 @dataclass
@@ -48,57 +23,23 @@ class RunCosts:
     settings: CostSettings
     languages: list[dict[str, Any]]  # one row per model and language
     models: list[dict[str, Any]]  # one row per model: its inference cells' cost and the same tokens on paid APIs
-    total: dict[str, float]  # every cell of the run: hardware, electricity, total
-    cells: list[CellData]  # the readable cells
-    skipped: list[str]  # one line per cell that could not be read, naming its folder and why
-
-
-def unreadable(error: Exception) -> str:
-    """Why a results file written by another version (or damaged) could not be used, in a few words."""
-    if isinstance(error, KeyError):
-        return f"no field {error}"
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
-
-
-READ_ERRORS = (UserError, ValueError, KeyError, TypeError, AttributeError, OSError)  # what another version's files raise
-
-
-def _cell(summary_file: Path) -> CellData:
-    summary = json.loads(summary_file.read_text(encoding="utf-8"))
-    if not isinstance(summary, dict):
-        raise ValueError("not a summary")
-    check_schema(summary, summary_file)
-    for name in ("model", "task", "language"):
-        if not isinstance(summary.get(name), str):
-            raise KeyError(name)
-    samples = _read_samples(summary_file.parent / SAMPLES, repair=False)
-    usage(samples)  # every sample has the fields pricing needs
-    return CellData(summary_file.parent.parent.parent.name, str(summary.get("model_title") or summary["model"]), summary, samples, summary_file.parent)
-
-
-def _cells(run_dir: Path) -> tuple[list[CellData], list[str]]:
-    cells, skipped = [], []
-    for summary_file in sorted(run_dir.glob(f"*/*/*/{SUMMARY}")):
-        try:
-            cells.append(_cell(summary_file))
-        except READ_ERRORS as error:
-            skipped.append(f"{summary_file.parent}: {unreadable(error)}; that cell is left out")
-    return cells, skipped
+    total: dict[str, float]  # every cell of the run: hardware, electricity, paid APIs' charges, total
+    run: StoredRun  # the manifest and the readable cells
 
 
 def _metric(summary: Mapping[str, Any], name: str) -> float | None:
     return (summary.get("metrics", {}).get(name) or {}).get("value")
 
 
-def _merged(cells: Sequence[CellData]) -> Usage:
-    return usage(sample for cell in cells for sample in cell.samples)
+def _samples(cells: Sequence[StoredCell]) -> list[dict[str, Any]]:
+    return [sample for cell in cells for sample in cell.samples]
 
 
-def _language_row(model: str, language: str, cells: list[CellData], input_price: float | None, settings: CostSettings) -> dict[str, Any]:
+def _language_row(language: str, cells: list[StoredCell], input_price: float | None, settings: CostSettings) -> dict[str, Any]:
     """One model in one language; words are priced at the model's input-token price over all its languages,
     so that languages differ by their tokens only, not by timing noise between small cells."""
     compute = [cell for cell in cells if cell.priced]
-    priced = price(_merged(compute), settings) if compute else None  # counting tokens alone prices nothing
+    priced = cost_of(_samples(compute), settings, cells[0].summary.get("model_info")) if compute else None  # counting tokens alone prices nothing
     tax = [cell for cell in cells if not cell.priced]
     if tax:  # the language-tax task measured these on the model's own tokenizer: reuse them
         figures = language_figures(tax[0].samples)
@@ -120,36 +61,34 @@ def _language_row(model: str, language: str, cells: list[CellData], input_price:
     }
 
 
-def run_cost(run_dir: Path, overrides: Mapping[str, str | None] | None = None) -> RunCosts:
+def run_cost(run: StoredRun, overrides: Mapping[str, str | None] | None = None) -> RunCosts:
     """Re-price one run from its samples, with the cost settings its manifest recorded and any overrides."""
-    manifest = read_manifest(run_dir) or {}
-    settings = recorded_cost(manifest, overrides or {})
-    cells, skipped = _cells(run_dir)
-    languages, models = [], []
-    for model in dict.fromkeys(cell.model for cell in cells):
-        model_cells = [cell for cell in cells if cell.model == model]
-        used = _merged([cell for cell in model_cells if cell.priced] or model_cells)  # counting tokens is no inference
-        inference = price(used, settings)
+    settings = recorded_cost(run.manifest, overrides or {})
+    languages, models, total = [], [], {"hardware": 0.0, "electricity": 0.0, "api": 0.0, "total": 0.0}
+    for model in dict.fromkeys(cell.key.model for cell in run.cells):
+        model_cells = [cell for cell in run.cells if cell.key.model == model]
+        info = model_cells[0].summary.get("model_info")
+        samples = _samples([cell for cell in model_cells if cell.priced] or model_cells)  # counting tokens is no inference
+        inference = cost_of(samples, settings, info)
         for language in dict.fromkeys(cell.language for cell in model_cells):
             chosen = [cell for cell in model_cells if cell.language == language]
-            languages.append(_language_row(model, language, chosen, unit_input_price(inference), settings))
+            languages.append(_language_row(language, chosen, unit_input_price(inference), settings))
         names = [model_cells[0].title, model_cells[0].summary.get("model", "")]
-        models.append({"model": model_cells[0].title, "cost": inference, "apis": api_comparison(used, settings, names)})
-    total = price(_merged(cells), settings)["total"]
-    return RunCosts(run_dir, settings, languages, models, total, cells, skipped)
+        models.append({"model": model_cells[0].title, "cost": inference, "apis": api_comparison(usage(samples), settings, names)})
+        everything = cost_of(_samples(model_cells), settings, info)["total"]
+        total = {part: total[part] + everything.get(part, 0.0) for part in total}
+    return RunCosts(run.path, settings, languages, models, total, run)
 
 
 def run_costs(path: Path, overrides: Mapping[str, str | None] | None = None) -> tuple[list[RunCosts], list[str]]:
     """Every run below ``path`` re-priced, and one line per run or cell that could not be read (the rest are priced)."""
-    found, skipped = [], []
-    for run_dir in _run_dirs(Path(path)):
+    runs, skipped = read_runs(path)
+    found = []
+    for run in runs:
         try:
-            costs = run_cost(run_dir, overrides)
+            found.append(run_cost(run, overrides))
         except READ_ERRORS as error:
-            skipped.append(f"{run_dir}: {unreadable(error)}; that run is left out")
-            continue
-        found.append(costs)
-        skipped.extend(costs.skipped)
+            skipped.append(f"{run.path}: {unreadable(error)}; that run is left out")
     return found, skipped
 
 
@@ -207,7 +146,9 @@ def api_table(costs: RunCosts) -> Table:
     total = costs.total
     table = Table(
         title=f"Per model, inference cells: price per token, and the run's tokens here vs on paid APIs ({code}; API prices from models.dev {costs.models[0]['apis']['prices_as_of'] if costs.models else ''})",
-        caption=f"The whole run here: {code} {money(total['total'])} (hardware {money(total['hardware'])}, electricity {money(total['electricity'])}).",
+        caption=f"The whole run here: {code} {money(total['total'])} (hardware {money(total['hardware'])}, electricity {money(total['electricity'])}"
+        + (f", paid APIs {money(total['api'])}" if total["api"] else "")
+        + ").",
         caption_justify="left",
     )
     headings = (

@@ -16,14 +16,14 @@ from typing import Any
 
 import pandas as pd
 
-from bench.cost.pricing import price, usage
-from bench.cost.report import READ_ERRORS, RunCosts, run_cost, unreadable
+from bench.cost.pricing import cost_of
+from bench.cost.report import RunCosts, run_cost
 from bench.errors import UserError
 from bench.formatting import format_score, language_group, on_hundred_scale
-from bench.kinds import KINDS, TaskKind
+from bench.kinds import TaskKind
 from bench.languages import display_name
 from bench.metrics import METRICS
-from bench.results import MANIFEST, _run_dirs, read_manifest
+from bench.results import MANIFEST, READ_ERRORS, StoredCell, read_runs, run_folders, unreadable
 
 
 @dataclass
@@ -57,12 +57,25 @@ class Cell:
     """One (run, model, task, language) cell."""
 
     run: Run
-    slug: str
-    summary: dict[str, Any]
-    folder: Path
-    samples: list[dict[str, Any]]
+    stored: StoredCell
     copies: list[Path] = field(default_factory=list)  # other folders holding the same cell
     conflict: str | None = None
+
+    @property
+    def slug(self) -> str:
+        return self.stored.key.model
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.stored.summary
+
+    @property
+    def samples(self) -> list[dict[str, Any]]:
+        return self.stored.samples
+
+    @property
+    def folder(self) -> Path:
+        return self.stored.folder
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -71,7 +84,7 @@ class Cell:
     @property
     def recorded_title(self) -> str:
         """The title as the run recorded it (and the cost report names the model)."""
-        return str(self.summary.get("model_title") or self.summary["model"])
+        return self.stored.title
 
     @property
     def title(self) -> str:
@@ -81,15 +94,15 @@ class Cell:
 
     @property
     def task(self) -> str:
-        return str(self.summary["task"])
+        return self.stored.task
 
     @property
     def kind(self) -> TaskKind | None:
-        return KINDS.get(str(self.summary.get("task_kind", "")))
+        return self.stored.kind
 
     @property
     def language(self) -> str:
-        return str(self.summary["language"])
+        return self.stored.language
 
     @property
     def domain(self) -> str:
@@ -109,9 +122,9 @@ class Cell:
     @cached_property
     def cost(self) -> dict[str, Any] | None:
         """This cell's own cost block in US$ (None for counting tokens, which is not inference)."""
-        if (self.kind is not None and not self.kind.priced) or not self.samples:
+        if not self.stored.priced or not self.samples:
             return None
-        return price(usage(self.samples), self.run.costs.settings)
+        return cost_of(self.samples, self.run.costs.settings, self.summary.get("model_info"))
 
 
 def task_domain(task: str) -> str:
@@ -259,19 +272,19 @@ def collect(paths: Sequence[Path | str]) -> Collection:
     cells: dict[tuple[str, str, str, str], Cell] = {}
     duplicates, conflicts, skipped = 0, [], []
     for path in paths:
-        found = list(_run_dirs(Path(path)))
-        if not found:
+        if not run_folders(path):
             raise UserError(f"no runs in {path}; pass a folder written by `accessbench run` (it holds {MANIFEST})")
-        for run_dir in found:
+        stored_runs, unread = read_runs(path)
+        skipped.extend(unread)
+        for stored in stored_runs:
             try:
-                run = Run(run_dir, read_manifest(run_dir) or {}, run_cost(run_dir, {"currency": "USD"}))
+                run = Run(stored.path, stored.manifest, run_cost(stored, {"currency": "USD"}))
             except READ_ERRORS as error:
-                skipped.append(f"{run_dir}: {unreadable(error)}; that run is left out")
+                skipped.append(f"{stored.path}: {unreadable(error)}; that run is left out")
                 continue
             runs.append(run)
-            skipped.extend(run.costs.skipped)
-            for data in run.costs.cells:
-                cell = Cell(run, data.model, data.summary, data.folder, data.samples)
+            for data in stored.cells:
+                cell = Cell(run, data)
                 problem = _unusable(cell)
                 if problem is not None:
                     skipped.append(f"{cell.folder}: {problem}; that cell is left out")
