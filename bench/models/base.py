@@ -122,6 +122,46 @@ class Backend(Protocol):
         ...
 
 
+class TokenizingBackend:
+    """What every in-process backend shares: the prompt's token ids (through the chat template
+    when it applies, the backend's hook), left truncation to ``max_length``, and ``close``.
+    A subclass sets ``spec`` and ``max_length`` and implements ``_encode`` and ``_chat_ids``."""
+
+    spec: Any  # the ModelConfig
+    max_length: int
+
+    def _encode(self, text: str, special: bool) -> list[int]:
+        """Token ids of ``text``; ``special``: with the special tokens the tokenizer adds (BOS)."""
+        raise NotImplementedError
+
+    def _chat_ids(self, context: str) -> list[int] | None:
+        """The prompt's ids through the model's chat template, or None when no template applies."""
+        raise NotImplementedError
+
+    def uses_chat_template(self, setting: bool | str, has_template: bool) -> bool:
+        """``chat_template: auto`` uses the model's template when it has one; ``true`` requires one."""
+        if setting is True and not has_template:
+            from bench.errors import UserError
+
+            raise UserError(f"model {self.spec.ref} has no chat template; set chat_template: false (or auto) for it")
+        return has_template and setting in (True, "auto")
+
+    def _prompt_ids(self, context: str, params: GenerationParams) -> list[int]:
+        """A generation prompt's ids, cut on the left so that the prompt and ``max_new_tokens`` fit in ``max_length``."""
+        ids = self._chat_ids(context)
+        if ids is None:
+            ids = self._encode(context, special=True)
+        room = max(1, self.max_length - params.max_new_tokens)
+        return ids[-room:]
+
+    def _scored_window(self, context_ids: list[int], continuation_ids: list[int]) -> list[int]:
+        """A scored sequence cut on the left to ``max_length`` inputs (plus the last, predicted token)."""
+        return (context_ids + continuation_ids)[-(self.max_length + 1) :]
+
+    def close(self) -> None:
+        """Release the model (the runner holds one model at a time)."""
+
+
 def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
     """Cut generated text at the first stop string."""
     cut = len(text)

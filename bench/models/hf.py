@@ -27,6 +27,7 @@ from bench.models.base import (
     ModelInfo,
     Preflight,
     RollingResult,
+    TokenizingBackend,
     auto_batch_size,
     rolling_windows,
     split_pair,
@@ -128,7 +129,7 @@ def preflight(spec: ModelConfig) -> Preflight:
     return Preflight(source, estimate.bytes_needed, {"device": device, "dtype": dtype_name})
 
 
-class HFBackend:
+class HFBackend(TokenizingBackend):
     """Answers loglikelihood, rolling-loglikelihood and generation requests with a transformers model."""
 
     def __init__(self, spec: ModelConfig, batch_size: BatchSize = "auto", seed: int = 1234) -> None:
@@ -151,7 +152,7 @@ class HFBackend:
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self.prefix_token_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self.use_chat_template = self._chat_template_enabled(spec.chat_template)
+        self.use_chat_template = self.uses_chat_template(spec.chat_template, getattr(self.tokenizer, "chat_template", None) is not None)
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._shares_contexts = _returns_cache(self.model, self.input_device)
         self._kv_bytes_per_token = _kv_bytes_per_token(self.model.config, DTYPES[self.dtype_name])
@@ -214,12 +215,6 @@ class HFBackend:
         if not offload and not spec.quantization:
             model.to(self.device)  # type: ignore[arg-type]
         return model, tokenizer
-
-    def _chat_template_enabled(self, setting: bool | str) -> bool:
-        has_template = getattr(self.tokenizer, "chat_template", None) is not None
-        if setting is True and not has_template:
-            raise UserError(f"model {self.spec.ref} has no chat template; set chat_template: false (or auto) for it")
-        return has_template and setting in (True, "auto")
 
     def close(self) -> None:
         """Release the model's memory (the runner loads one model at a time)."""
@@ -398,7 +393,7 @@ class HFBackend:
         items = []
         for index in alone:  # truncated on the left to max_length inputs
             context_ids, continuation_ids = pairs[index]
-            sequence = (context_ids + continuation_ids)[-(self.max_length + 1) :]
+            sequence = self._scored_window(context_ids, continuation_ids)
             items.append((sequence[:-1], continuation_ids[-(len(sequence) - 1) :]))
         for index, result in zip(alone, self._score_all(items)):
             scores[index] = result
@@ -427,14 +422,11 @@ class HFBackend:
             totals[owner] += logprob
         return [RollingResult(logprob=total, input_tokens=count) for total, count in zip(totals, token_counts)]
 
-    def _prompt_ids(self, context: str, params: GenerationParams) -> list[int]:
-        if self.use_chat_template:
-            text = self.tokenizer.apply_chat_template([{"role": "user", "content": context}], tokenize=False, add_generation_prompt=True)
-            ids = self._encode(text, special=False)
-        else:
-            ids = self._encode(context, special=True)
-        room = max(1, self.max_length - params.max_new_tokens)
-        return ids[-room:]
+    def _chat_ids(self, context: str) -> list[int] | None:
+        if not self.use_chat_template:
+            return None
+        text = self.tokenizer.apply_chat_template([{"role": "user", "content": context}], tokenize=False, add_generation_prompt=True)
+        return self._encode(text, special=False)
 
     def _generate_batch(self, batch: list[tuple[list[int], GenerationParams]]) -> list[GenerationResult]:
         from transformers import GenerationConfig, StoppingCriteriaList

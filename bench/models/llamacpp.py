@@ -19,7 +19,6 @@ import numpy as np
 from bench.config import BatchSize, ModelConfig
 from bench.errors import UserError
 from bench.models.base import (
-    GenerationParams,
     GenerationRequest,
     GenerationResult,
     LoglikelihoodRequest,
@@ -27,6 +26,7 @@ from bench.models.base import (
     ModelInfo,
     Preflight,
     RollingResult,
+    TokenizingBackend,
     rolling_windows,
     split_pair,
     truncate_at_stop,
@@ -78,7 +78,7 @@ def preflight(spec: ModelConfig) -> Preflight:
     return Preflight(source, needed, {"context": n_ctx})
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(TokenizingBackend):
     """Answers the backend protocol with llama.cpp, one sequence at a time, reusing shared prefixes."""
 
     def __init__(self, spec: ModelConfig, batch_size: BatchSize = "auto", seed: int = 1234) -> None:
@@ -121,9 +121,7 @@ class LlamaCppBackend:
 
     def _chat_formatter(self, setting: bool | str) -> Any | None:
         template = self.llm.metadata.get("tokenizer.chat_template")
-        if setting is True and not template:
-            raise UserError(f"model {self.spec.ref} has no chat template; set chat_template: false (or auto) for it")
-        if not template or setting is False:
+        if not self.uses_chat_template(setting, bool(template)) or not template:
             return None
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -175,7 +173,7 @@ class LlamaCppBackend:
             context_ids, continuation_ids = encoded[index]
             if not continuation_ids:
                 raise UserError(f"an empty continuation cannot be scored (context: {requests[index].context[:60]!r})")
-            sequence = (context_ids + continuation_ids)[-(self.max_length + 1) :]
+            sequence = self._scored_window(context_ids, continuation_ids)
             targets = continuation_ids[-(len(sequence) - 1) :]
             logprob, greedy = self._score(sequence[:-1], targets)
             results[index] = LoglikelihoodResult(logprob, greedy, input_tokens=len(sequence) - 1, continuation_tokens=len(targets))
@@ -190,14 +188,12 @@ class LlamaCppBackend:
         return results
 
     # ---------------------------------------------------------------- generation
-    def _prompt_ids(self, context: str, params: GenerationParams) -> list[int]:
-        if self.chat_formatter is not None:
-            prompt = self.chat_formatter(messages=[{"role": "user", "content": context}]).prompt
-            ids = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-        else:
-            ids = self._encode(context, special=True)
-        room = max(1, self.max_length - params.max_new_tokens)
-        return ids[-room:]
+    def _chat_ids(self, context: str) -> list[int] | None:
+        if self.chat_formatter is None:
+            return None
+        prompt = self.chat_formatter(messages=[{"role": "user", "content": context}]).prompt
+        ids: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        return ids
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         import llama_cpp
