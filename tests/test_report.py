@@ -99,3 +99,34 @@ def test_recommend_ranks_what_fits_and_explains_the_rest(two_results: tuple[Path
     _, fits, excluded = recommend(collection, "hau", max_usd_per_1000_words=1e-9, max_memory_gb=0.001)
     assert not fits and len(excluded) == 2
     assert all("per 1,000 words, over your US$ 1.00e-09" in c.reasons[0] and "GB of memory, over your 0.001 GB" in c.reasons[1] for c in excluded)
+
+
+def test_an_api_model_is_labelled_priced_per_token_and_its_measured_quality_reaches_the_card(two_results: tuple[Path, Path], tmp_path: Path) -> None:
+    """A served model answering multiple choice generatively and priced as a paid API: its own leaderboard column
+    label, 'paid API' as its machine, no memory figure, and the card's API line quoting what it scored."""
+    from bench.report.cards import write_card
+    from bench.report.recommend import recommend
+    from bench.report.site import markdown
+
+    before = unescape(write_card(collect([two_results[1]]), "hau", tmp_path / "before").read_text(encoding="utf-8"))
+    assert "— price only, quality not measured" in before
+    api_run = tmp_path / "api"
+    shutil.copytree(two_results[1], api_run)
+    cheapest = "deepseek:deepseek-chat"
+    for summary_file in api_run.rglob("summary.json"):
+        summary = json.loads(summary_file.read_text())
+        price = {"api": cheapest, "input_per_1m": 0.27, "output_per_1m": 1.1}
+        summary["model_info"]["endpoint"] = {"base_url": "https://api.deepseek.com/v1", "model": "deepseek-chat", "price": price}
+        if summary["task"] == "mgsm_symbolic":  # as a multiple-choice summary records it (this run has none)
+            summary["scoring"] = "generative"
+        summary_file.write_text(json.dumps(summary))
+    collection = collect([two_results[0], api_run])  # run b itself would be the same cells (same config), merged away
+    api_rows = [row for row in collection.rows() if row["results_folder"].startswith(str(api_run))]
+    assert api_rows and {row["hardware"] for row in api_rows} == {f"paid API {cheapest}"} and {row["peak_memory_gb"] for row in api_rows} == {None}
+    assert {row["metric_column"] for row in api_rows if row["task"] == "mgsm_symbolic"} == {
+        "accuracy, letter asked"
+    } and "(accuracy, letter asked)" in markdown(collection.rows())
+    card = unescape(write_card(collection, "hau", tmp_path / "after").read_text(encoding="utf-8"))
+    assert "its quality measured here in Hausa: maths word problems:" in card and "(accuracy, letter asked)" in card
+    _, fits, excluded = recommend(collection, "hau", max_memory_gb=0.001)
+    assert [candidate.hardware for candidate in fits] == [f"paid API {cheapest}"]  # needs none of the user's memory

@@ -161,7 +161,22 @@ def model_entries(collection: Collection, language: str, verdicts: Verdicts) -> 
                 **_api_costs(model_cost.get("apis") or {}, figures.get("tokens_per_word")),
             }
         )
+        if entries[-1]["cheapest_api"] is not None:
+            entries[-1]["cheapest_api"]["measured"] = measured_quality(collection, entries[-1]["cheapest_api"]["api"], language, verdicts)
     return entries
+
+
+def measured_quality(collection: Collection, api: str, language: str, verdicts: Verdicts) -> list[str]:
+    """What an API model scored in ``language`` where it was evaluated (matched by the API it was priced as, or its
+    reference); empty when only its price is known."""
+    name = display_name(language)
+    return [
+        f"{verdicts.purpose(cell.task, name)}: {format_score(cell.metric, (cell.summary.get('metrics') or {}).get(cell.metric or ''))} ({cell.column})"
+        for cell in collection.cells
+        if cell.language_group == language
+        and api in (cell.paid_api, cell.summary.get("model"))
+        and quality(cell.metric, (cell.summary.get("metrics") or {}).get(cell.metric or "")) is not None
+    ]
 
 
 def task_leads(collection: Collection, language: str, verdicts: Verdicts) -> list[dict[str, str]]:

@@ -19,7 +19,7 @@ import pandas as pd
 from bench.cost.pricing import cost_of
 from bench.cost.report import RunCosts, run_cost
 from bench.errors import UserError
-from bench.formatting import format_score, language_group, on_hundred_scale
+from bench.formatting import format_score, language_group, metric_label, on_hundred_scale
 from bench.kinds import TaskKind
 from bench.languages import display_name
 from bench.metrics import METRICS
@@ -119,12 +119,54 @@ class Cell:
         """The headline (first) metric."""
         return next(iter(self.summary.get("metrics") or {}), None)
 
+    @property
+    def endpoint(self) -> dict[str, Any] | None:
+        """A served model's endpoint (URL, model id, API, price; never a key); None for a model run in-process."""
+        endpoint = (self.summary.get("model_info") or {}).get("endpoint")
+        return endpoint if isinstance(endpoint, dict) else None
+
+    @property
+    def paid_api(self) -> str | None:
+        """The paid API a model was priced as, per token (e.g. 'openai:gpt-4o-mini'); None for local and self-hosted models."""
+        price = (self.endpoint or {}).get("price")
+        return str(price["api"]) if isinstance(price, dict) and price.get("api") else None
+
+    @property
+    def machine(self) -> str:
+        """Where the model ran: the run's machine, or the paid API or endpoint that served it."""
+        if self.paid_api:
+            return f"paid API {self.paid_api}"
+        if self.endpoint:
+            return f"served at {self.endpoint.get('base_url')}, client on {self.run.hardware}"
+        return self.run.hardware
+
+    @property
+    def scoring(self) -> str | None:
+        """Multiple choice: 'loglikelihood' (choices scored) or 'generative' (a letter asked for and parsed)."""
+        scoring = self.summary.get("scoring")
+        return str(scoring) if scoring else None
+
+    @property
+    def column(self) -> str:
+        """The headline metric's label, saying when multiple choice was answered generatively (never one column unlabelled)."""
+        label = metric_label(self.metric)
+        return f"{label}, letter asked" if self.scoring == "generative" else label
+
     @cached_property
     def cost(self) -> dict[str, Any] | None:
         """This cell's own cost block in US$ (None for counting tokens, which is not inference)."""
         if not self.stored.priced or not self.samples:
             return None
         return cost_of(self.samples, self.run.costs.settings, self.summary.get("model_info"))
+
+
+def peak_memory_mb(cell: Cell) -> float | None:
+    """The most memory (RAM or GPU) a cell used on the machine that ran the model; None for a served model (its
+    server's memory is not ours to measure: the meter sees only the client)."""
+    if cell.endpoint is not None or cell.cost is None:
+        return None
+    memory = cell.cost.get("memory") or {}
+    return max((value for value in (memory.get("peak_rss_mb"), memory.get("peak_vram_mb")) if value is not None), default=None)
 
 
 def task_domain(task: str) -> str:
@@ -196,8 +238,7 @@ class Collection:
         throughput = cost.get("throughput") or {}
         rate_key = "decode_tokens_per_second" if cell.kind is not None and cell.kind.generates else "prefill_tokens_per_second"
         figures = self.language_cost(cell) or {}
-        memory = cost.get("memory") or {}
-        peak_mb = max((value for value in (memory.get("peak_rss_mb"), memory.get("peak_vram_mb")) if value is not None), default=None)
+        peak_mb = peak_memory_mb(cell)
         return {
             "model": cell.title,
             "model_slug": cell.slug,
@@ -207,8 +248,8 @@ class Collection:
             "quantisation": info.get("quantization") or info.get("dtype") or "?",
             "dtype": info.get("dtype"),
             "device": info.get("device"),
-            "hardware": cell.run.hardware,
-            "hardware_profile": cell.run.costs.settings.hardware.name,
+            "hardware": cell.machine,
+            "hardware_profile": "per token" if cell.paid_api else cell.run.costs.settings.hardware.name,
             "country": cell.run.costs.settings.country.iso3,
             "run_id": cell.run.run_id,
             "config_hash": cell.key[0],
@@ -219,6 +260,8 @@ class Collection:
             "language_name": display_name(cell.language),
             "language_group": cell.language_group,
             "metric": metric,
+            "metric_column": cell.column,
+            "scoring": cell.scoring,
             "higher_is_better": METRICS[metric].higher_is_better if metric else None,
             "score": score.get("value"),
             "ci_low": score.get("ci_low"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from bench.formatting import money
 from bench.languages import display_name
 from bench.report.cards import find_language, load_verdicts
-from bench.report.collect import Cell, Collection, quality
+from bench.report.collect import Cell, Collection, peak_memory_mb, quality
 from bench.report.compare import Lead, compare_models
 
 
@@ -24,9 +24,7 @@ class Candidate:
 
 
 def _memory_gb(cells: list[Cell]) -> float | None:
-    peaks = [
-        value for cell in cells if cell.cost for value in (cell.cost["memory"].get("peak_rss_mb"), cell.cost["memory"].get("peak_vram_mb")) if value is not None
-    ]
+    peaks = [peak for cell in cells if (peak := peak_memory_mb(cell)) is not None]
     return max(peaks) / 1024 if peaks else None
 
 
@@ -49,7 +47,7 @@ def recommend(
         figures = collection.language_cost(here[0]) if here else None
         candidate = Candidate(
             model=first.title,
-            hardware=f"{first.run.costs.settings.hardware.name} ({first.run.hardware})",
+            hardware=first.machine if first.paid_api else f"{first.run.costs.settings.hardware.name} ({first.machine})",
             quality=sum(q for _, q in scored) / len(scored) if scored else None,
             tasks=[verdicts.purpose(cell.task, name) for cell, _ in scored],
             cells=[cell for cell, _ in scored],
@@ -68,9 +66,9 @@ def recommend(
                 candidate.reasons.append(f"its cost per 1,000 words of {name} was not measured")
             elif candidate.usd_per_1000_words > max_usd_per_1000_words:
                 candidate.reasons.append(f"costs US$ {money(candidate.usd_per_1000_words)} per 1,000 words, over your US$ {money(max_usd_per_1000_words)}")
-        if max_memory_gb is not None:
+        if max_memory_gb is not None and not first.paid_api:  # a paid API needs none of the user's memory
             if candidate.memory_gb is None:
-                candidate.reasons.append("its memory use was not measured")
+                candidate.reasons.append("its memory use was not measured" + (" (it is served by an endpoint)" if first.endpoint else ""))
             elif candidate.memory_gb > max_memory_gb:
                 candidate.reasons.append(f"needed {candidate.memory_gb:.1f} GB of memory, over your {max_memory_gb:g} GB")
         (excluded if candidate.reasons else fits).append(candidate)

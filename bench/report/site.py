@@ -240,7 +240,7 @@ def _table_rows(collection: Collection) -> list[dict[str, Any]]:
     rows = []
     for cell in collection.cells:
         row = collection.row(cell)
-        row.update(page=_model_page(cell), metric_label=metric_label(row["metric"]), run_anchor=_run_anchor(cell.run.run_id, cell.run.path))
+        row.update(page=_model_page(cell), metric_label=cell.column, run_anchor=_run_anchor(cell.run.run_id, cell.run.path))
         rows.append(row)
     return rows
 
@@ -251,13 +251,13 @@ def _run_anchor(run_id: str, path: Path) -> str:
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     """A README table: one row per model, hardware and language; one column per task's headline score."""
-    columns = list(dict.fromkeys((row["task"], row["metric"]) for row in sorted(rows, key=lambda row: (row["domain"] != "general", row["domain"]))))
+    columns = list(dict.fromkeys((row["task"], row["metric_column"]) for row in sorted(rows, key=lambda row: (row["domain"] != "general", row["domain"]))))
     domains = {row["task"]: row["domain"] for row in rows}
     lines: dict[tuple[str, ...], dict[tuple[str, str], str]] = {}
     words: dict[tuple[str, ...], str] = {}
     for row in rows:
         key = (row["model"], row["size"], row["quantisation"], row["hardware_profile"], row["run_id"], row["language_name"])
-        lines.setdefault(key, {})[(row["task"], row["metric"])] = row["score_text"]
+        lines.setdefault(key, {})[(row["task"], row["metric_column"])] = row["score_text"]
         if row["usd_per_1000_words"] is not None:
             words.setdefault(key, money(row["usd_per_1000_words"]))
 
@@ -272,7 +272,7 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         "priced as",
         "run",
         "language",
-        *(f"{task} [{domains[task]}] ({metric_label(metric)})" for task, metric in columns),
+        *(f"{task} [{domains[task]}] ({column})" for task, column in columns),
         "$ / 1,000 words",
     ]
     out = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
@@ -282,7 +282,8 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         )
     out.append("")
     out.append(
-        "Scores: each task's headline metric with its 95 % bootstrap interval in brackets. $ / 1,000 words: US$, the language's tokens at the model's input-token price on the hardware it is priced as."
+        "Scores: each task's headline metric with its 95 % bootstrap interval in brackets; 'letter asked': a served model without "
+        "prompt log-probabilities answered multiple choice with a letter, a different measurement from scoring the choices. $ / 1,000 words: US$, the language's tokens at the model's input-token price on the hardware it is priced as."
     )
     return "\n".join(out) + "\n"
 
