@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bench.models.gguf_header import read_header
 from bench.models.sources import ModelSource
 from bench.paths import cache_dir
 
@@ -33,24 +34,18 @@ def converted_dir(source: ModelSource) -> Path:
     return cache_dir() / "converted" / f"{key}-c{CONVERSION_VERSION}"
 
 
-def _gguf_string(fields: dict[str, Any], key: str) -> str | None:
-    field = fields.get(key)
-    return bytes(field.parts[-1]).decode("utf-8") if field is not None else None
-
-
 def _match_declared_pre_tokenizer(tokenizer: Any, gguf: Path) -> None:
     """Give ``tokenizer`` the pre-tokenizer the GGUF's ``tokenizer.ggml.pre`` names, where transformers picks another.
 
     Both backends then cut text the way llama.cpp (and the model's original tokenizer) does, so they
     count the same tokens.
     """
-    from gguf import GGUFReader
     from tokenizers import pre_tokenizers
 
-    fields = GGUFReader(str(gguf)).fields
-    if _gguf_string(fields, "tokenizer.ggml.model") != "gpt2":
+    header = read_header(gguf)
+    if header.string("tokenizer.ggml.model") != "gpt2":
         return
-    if _gguf_string(fields, "tokenizer.ggml.pre") in _DIGIT_SPLITTING_PRE:
+    if header.string("tokenizer.ggml.pre") in _DIGIT_SPLITTING_PRE:
         tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
             [
                 pre_tokenizers.Digits(individual_digits=True),
