@@ -37,3 +37,17 @@ def test_a_truncated_file_is_named_with_its_size(tiny_gguf: Path, tmp_path: Path
     (tmp_path / "empty.gguf").write_bytes(b"")
     with pytest.raises(UserError, match="it does not start with the GGUF signature"):
         read_header(tmp_path / "empty.gguf")
+
+
+def test_a_conversion_parses_its_gguf_once(tiny_gguf: Path, tmp_path: Path) -> None:
+    """transformers builds a GGUFReader for the config, the tokenizer and the weights: one parse serves them."""
+    import gguf
+
+    from bench.models.gguf_cache import _parsed_once
+
+    other = write_probe_gguf(tmp_path / "other.gguf")
+    with _parsed_once(tiny_gguf):
+        first = gguf.GGUFReader(str(tiny_gguf))
+        assert gguf.GGUFReader(tiny_gguf) is first
+        assert gguf.GGUFReader(str(other)) is not first
+    assert gguf.GGUFReader is GGUFReader and GGUFReader(str(tiny_gguf)) is not first
