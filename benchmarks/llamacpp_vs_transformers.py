@@ -44,9 +44,9 @@ def decode_tokens_per_second(backend, new_tokens: int, repetitions: int) -> floa
 
 def gguf_tensor_bytes(path: str) -> int:
     """Bytes of the (quantised) weights in a GGUF file: what llama.cpp reads per decode step."""
-    from gguf import GGUFReader
+    from bench.models.gguf_header import read_header
 
-    return int(sum(int(tensor.n_bytes) for tensor in GGUFReader(path).tensors))
+    return sum(tensor.nbytes for tensor in read_header(Path(path)).tensors)
 
 
 def accuracy(backend, task_name: str, language: str, items: int, data_dir: Path) -> tuple[float, list[int]]:

@@ -88,13 +88,19 @@ def test_loglikelihoods_agree_with_transformers(llama, transformers_backend) -> 
         assert a.logprob == pytest.approx(b.logprob, rel=0.02)
 
 
-def test_scores_do_not_depend_on_what_the_kv_cache_held_before(llama) -> None:
+def test_scores_do_not_depend_on_what_the_kv_cache_held_before(llama, monkeypatch: pytest.MonkeyPatch) -> None:
     first = LoglikelihoodRequest("Question: which is a colour?\nAnswer:", " red")
     second = LoglikelihoodRequest("Question: which is an animal?\nAnswer:", " dog")
     alone = [llama.loglikelihood([request])[0].logprob for request in (first, second)]
     llama.loglikelihood_rolling(["Something else entirely, to fill the cache."])
     together = [result.logprob for result in llama.loglikelihood([second, first])][::-1]
     assert together == pytest.approx(alone, abs=1e-4)
+    # generation keeps no logits for what it evaluates (without a chat template: the same context, then the answer),
+    # so scoring evaluates those positions again instead of reading the rows the first request left
+    monkeypatch.setattr(llama, "chat_formatter", None)
+    llama.loglikelihood([first])
+    llama.generate([GenerationRequest(second.context, GenerationParams(max_new_tokens=4))])
+    assert llama.loglikelihood([second])[0].logprob == pytest.approx(alone[1], abs=1e-4)
 
 
 def test_multiple_choice_agrees_with_transformers(llama, transformers_backend, shared_data: Path) -> None:

@@ -35,8 +35,9 @@ from bench.models.base import (
 )
 from bench.models.cpu_dtype import CHECK_TEXTS, auto_cpu_dtype
 from bench.models.gguf_cache import converted_dir, ensure_converted
+from bench.models.gguf_header import read_header
 from bench.models.memory import MemoryEstimate, check_fits
-from bench.models.sources import ModelSource, read_gguf, resolve
+from bench.models.sources import ModelSource, resolve
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -68,10 +69,6 @@ def pick_dtype(requested: str, device: str) -> str:
     if requested != "auto":
         return requested
     return "bfloat16" if device.startswith("cuda") else "float32"
-
-
-def _gguf_parameter_count(path: Path) -> int:
-    return int(sum(int(tensor.n_elements) for tensor in read_gguf(path).tensors))
 
 
 def _config_parameter_count(config: Any, trust_remote_code: bool) -> int:
@@ -111,7 +108,7 @@ def preflight(spec: ModelConfig) -> Preflight:
     source = resolve(spec.ref, spec.revision)
     precision = spec.quantization or dtype_name
     if source.kind == "gguf" and not (converted_dir(source) / "config.json").is_file():
-        parameters = _gguf_parameter_count(Path(source.location))
+        parameters = read_header(Path(source.location)).parameters
         # Converting dequantises everything to float32 in RAM first.
         check_fits(spec.ref, MemoryEstimate(parameters, "float32"), "cpu", spec.max_memory, False)
     else:

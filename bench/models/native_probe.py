@@ -23,6 +23,7 @@ import platform
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -207,17 +208,24 @@ def _signal_name(returncode: int) -> str:
 
 
 def _verdict(gguf_path: Path, build: str, command: list[str]) -> ProbeResult:
+    """Run the child, and compute the transformers reference while it runs (a few seconds each, on two cores)."""
+    deadline = time.monotonic() + PROBE_TIMEOUT_S
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONFAULTHANDLER": ""})
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env={**os.environ, "PYTHONFAULTHANDLER": ""})
+        reference = transformers_logprobs(gguf_path, PROBE_TOKENS)
+        stdout, stderr = child.communicate(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         return ProbeResult(False, f"llama.cpp ({build}) hung for {PROBE_TIMEOUT_S} s evaluating 16 tokens on this CPU; {FIX_HINT}", build)
-    if done.returncode < 0:
-        return ProbeResult(False, f"llama.cpp ({build}) crashed with {_signal_name(done.returncode)} on this CPU; {FIX_HINT}", build)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    if child.returncode < 0:
+        return ProbeResult(False, f"llama.cpp ({build}) crashed with {_signal_name(child.returncode)} on this CPU; {FIX_HINT}", build)
+    if child.returncode != 0:
+        last = (stderr.strip().splitlines() or ["no message"])[-1]
         return ProbeResult(False, f"llama.cpp ({build}) failed on a 16-token test ({last}); {FIX_HINT}", build)
-    measured = json.loads(done.stdout.strip().splitlines()[-1])
-    reference = transformers_logprobs(gguf_path, PROBE_TOKENS)
+    measured = json.loads(stdout.strip().splitlines()[-1])
     for how, values in measured.items():
         worst = max(abs(a - b) for a, b in zip(values, reference))
         if not worst <= TOLERANCE_NATS:  # also catches NaN

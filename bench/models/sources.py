@@ -19,13 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from bench.errors import UserError, did_you_mean
+from bench.models.gguf_header import read_header
 from bench.paths import cache_dir
-
-if TYPE_CHECKING:
-    from gguf import GGUFReader
 
 SourceKind = Literal["hub", "local", "gguf", "endpoint"]
 
@@ -191,19 +189,6 @@ def _resolve_packaged(ref: str, name: str) -> ModelSource:
     return ModelSource(ref=ref, kind="gguf", location=str(path), cache_key=f"{model.package}-{model.version()}", title=model.title)
 
 
-def read_gguf(path: Path) -> GGUFReader:
-    """A GGUF file's header and tensor table (memory-mapped), or a one-line UserError: not a valid GGUF, and its size."""
-    from gguf import GGUFReader
-
-    try:
-        return GGUFReader(str(path))
-    except (ValueError, IndexError, OSError):
-        with path.open("rb") as handle:
-            signature = handle.read(4)
-        why = "it is truncated or damaged" if signature == b"GGUF" else "it does not start with the GGUF signature"
-        raise UserError(f"{path} is not a valid GGUF file ({path.stat().st_size:,} bytes; {why}); download it again, or pass another model") from None
-
-
 def _gguf_cache_key(path: Path) -> str:
     stat = path.stat()
     digest = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
@@ -248,7 +233,7 @@ def resolve(ref: str, revision: str | None = None) -> ModelSource:
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise UserError(f"GGUF file {path} does not exist; check the path")
-        read_gguf(path)  # a damaged file is named here, before any backend reads it
+        read_header(path)  # a damaged file is named here, before any backend reads it
         return ModelSource(ref=ref, kind="gguf", location=str(path.resolve()), cache_key=_gguf_cache_key(path))
     if path.is_dir():
         if not (path / "config.json").is_file():
