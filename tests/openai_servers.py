@@ -1,8 +1,9 @@
-"""Real OpenAI-compatible servers for the openai backend's tests: llama-cpp-python's own server, and a fault-injecting proxy.
+"""Real OpenAI-compatible servers for the openai backend's tests: llama-cpp-python's own server, a fault-injecting proxy, and a
+stand-in answering in vLLM's response shapes with a real model's numbers.
 
 The proxy sits on 127.0.0.1 in front of a real server and answers each POST from a script of
-faults (429 with Retry-After, 500, a dropped connection) before passing requests through; it can
-also demand a key (and echo a wrong one back in its 401, as some APIs do, to test scrubbing).
+faults (429 with Retry-After, 500, a dropped connection, a stream cut short) before passing requests
+through; it can also demand a key (and echo a wrong one back in its 401, as some APIs do, to test scrubbing).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def llama_server(model_path: str, alias: str, log: Path, port: int | None = None
 
 
 class FaultProxy:
-    """A loopback proxy in front of ``upstream``; ``faults`` is consumed one per POST: 429, 500, "drop" or "pass"."""
+    """A loopback proxy in front of ``upstream``; ``faults`` is consumed one per POST: 429, 500, "drop", "cut" (a stream ended early) or "pass"."""
 
     def __init__(self, upstream: str, faults: list[int | str] | None = None, key: str | None = None, retry_after: str = "1") -> None:
         self.upstream = upstream.removesuffix("/v1")
@@ -110,15 +111,17 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                 else:
-                    self._forward(method, body)
+                    self._forward(method, body, cut=fault == "cut")
 
-            def _forward(self, method: str, body: bytes | None) -> None:
+            def _forward(self, method: str, body: bytes | None, cut: bool = False) -> None:
                 host, port = proxy.upstream.removeprefix("http://").split(":")
                 connection = http.client.HTTPConnection(host, int(port), timeout=300)
                 connection.request(method, self.path, body=body, headers={"Content-Type": "application/json"})
                 answer = connection.getresponse()
                 data = answer.read()
                 connection.close()
+                if cut:  # a stream ended after its first event, as llama-cpp-python's server ends one when another request arrives
+                    data = data.split(b"\n\n")[0] + b"\n\ndata: [DONE]\n\n"
                 self._reply(answer.status, data, {"Content-Type": answer.getheader("Content-Type") or "application/json"})
 
             def do_GET(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import random
 import signal
 import subprocess
@@ -66,9 +67,12 @@ def gemma_local() -> Iterator[LlamaCppBackend]:
     local.close()
 
 
-def fresh_rolling(local: LlamaCppBackend, text: str) -> tuple[float, int]:
-    """In-process log-likelihood of a whole text from an empty state (llama.cpp's Gemma 3 scores depend on what the KV cache already holds)."""
+def in_process_rolling(local: LlamaCppBackend, text: str, after_warm_up: bool = False) -> tuple[float, int]:
+    """In-process log-likelihood of a whole text, from an empty state or, as in a run, after the runner's warm-up (BOS already in the
+    KV cache): llama.cpp's Gemma 3 scores move by up to 0.3 nats on a FLORES sentence with what the cache holds."""
     local.llm.reset()
+    if after_warm_up:
+        local.loglikelihood_rolling(["Warm-up."])
     result = local.loglikelihood_rolling([text])[0]
     return result.logprob, result.input_tokens
 
@@ -219,9 +223,13 @@ def test_bits_per_byte_over_echoed_logprobs_equal_in_process(gemma_url: str, gem
     # Its echo lists no log-prob for a text's first token; one token generated from BOS and forced by logit_bias gives it.
     assert (backend.found.logprob_request, backend.found.first_token, backend.found.special_tokens) == ("echo", "forced", 1)
     for text, result in zip(texts, backend.loglikelihood_rolling(texts)):
-        logprob, tokens = fresh_rolling(gemma_local, text)
+        logprob, tokens = in_process_rolling(gemma_local, text, after_warm_up=True)  # as a run computes it
         assert result.input_tokens == tokens, text
-        assert result.logprob == pytest.approx(logprob, abs=1e-3), text
+        # llama.cpp's scores move with which tokens are evaluated together and what the KV cache holds: on six Hausa FLORES sentences
+        # the served and in-process values agreed within 1e-5 nats or differed by up to 0.30 nats, 0.0021 bits per byte (docs/backends.md).
+        # Leaving out the first token's log-prob (from BOS) would move these texts' bits per byte by 0.27 and 1.06.
+        bytes_ = len(text.encode())
+        assert -result.logprob / math.log(2) / bytes_ == pytest.approx(-logprob / math.log(2) / bytes_, abs=0.003), text
 
 
 def test_vllm_prompt_logprobs_score_multiple_choice_and_bits_per_byte_as_in_process(
@@ -236,7 +244,7 @@ def test_vllm_prompt_logprobs_score_multiple_choice_and_bits_per_byte_as_in_proc
     samples = outputs(outcome.run_dir)
     assert len(samples) == 3 and summary["metrics"]["bits_per_byte"]["n"] == 3
     for sample in samples.values():
-        logprob, tokens = fresh_rolling(gemma_local, sample["input"])
+        logprob, tokens = in_process_rolling(gemma_local, sample["input"])
         assert sample["values"]["tokens"] == tokens and sample["values"]["neg_logprob"] == pytest.approx(-logprob, abs=1e-3)
     rows = [
         {"id": "1", "prompt": "2 + 2 =", "choices": ["4", "5", "7"], "reference": "4", "language": "eng"},
@@ -260,7 +268,7 @@ def test_texts_longer_than_the_window_are_scored_in_pieces_from_bos(vllm: VllmSt
     counts = gemma_local.count_tokens(pieces)
     assert "".join(pieces) == text and len(pieces) >= 2 and max(counts) <= 16 - 2  # room for BOS and the one generated token
     [result] = backend.loglikelihood_rolling([text])
-    expected = [fresh_rolling(gemma_local, piece) for piece in pieces]
+    expected = [in_process_rolling(gemma_local, piece) for piece in pieces]
     assert result.input_tokens == sum(tokens for _, tokens in expected) == sum(counts)
     assert result.logprob == pytest.approx(sum(logprob for logprob, _ in expected), abs=1e-3)
 
@@ -287,6 +295,17 @@ def test_streamed_generation_counts_tokens_as_usage_does_and_times_the_first_tok
         assert (streamed.input_tokens, streamed.output_tokens) == (reply["usage"]["prompt_tokens"], reply["usage"]["completion_tokens"]), prompt
         assert streamed.ttft_seconds is not None and streamed.ttft_seconds > 0 and streamed.decode_seconds is not None and streamed.decode_seconds >= 0
     assert finishes == {"stop", "length"}
+
+
+def test_a_stream_cut_short_is_sent_again(smollm2_url: str) -> None:
+    request = GenerationRequest("Write a list of ten fruits, one per line.", GenerationParams(max_new_tokens=16, stop=("\n",)))
+    [direct] = OpenAIBackend(ModelConfig.model_validate(served(smollm2_url))).generate([request])
+    with FaultProxy(smollm2_url) as proxy:
+        backend = OpenAIBackend(ModelConfig.model_validate(served(proxy.url)))
+        proxy.faults = ["cut"]  # after the preflight: the first stream ends after its first event, with no finish reason
+        [again] = backend.generate([request])
+    assert [fault for path, fault in proxy.seen if path == "/v1/chat/completions"][-2:] == ["cut", "pass"]
+    assert again.text == direct.text != "" and again.output_tokens == direct.output_tokens > 0
 
 
 def test_a_run_through_a_faulty_proxy_gets_the_same_answers(smollm2_url: str, shared_data: Path, tmp_path: Path) -> None:

@@ -423,6 +423,7 @@ class OpenAIBackend:
         self.price = _api_price(spec, self.options)
         self.pool = ThreadPoolExecutor(self.options.max_concurrency, thread_name_prefix="accessbench-http")
         self._lock = threading.Lock()
+        self._one_stream = threading.Lock()
         self.spent_usd = 0.0
         self._tokenizer: Any = None
         shown = public_url(self.options.base_url)
@@ -567,41 +568,57 @@ class OpenAIBackend:
         return self._map(self._rolling_one, texts)
 
     # ---------------------------------------------------------------- generation
-    def _generate_one(self, request: GenerationRequest) -> GenerationResult:
+    def _streamed(self, payload: dict[str, Any], stops: Sequence[str], cut: bool) -> tuple[str, dict[str, Any], float | None, float]:
+        """A streamed reply: its text, usage, the time of its first text and when the request was sent. ``cut``: stop reading at the
+        first stop string (closing the stream stops the server). A stream that ends without a finish reason was cut short by the server
+        (llama-cpp-python's interrupts a stream whenever another request arrives) and is sent again."""
         from bench.models.http_client import server_sent_events
 
+        def read(response: Any) -> tuple[str, dict[str, Any], float | None, bool]:
+            text, usage, first, finished = "", dict[str, Any](), None, False
+            for event in server_sent_events(response):
+                usage = event.get("usage") or usage  # after the finish reason, where the server sends it
+                for choice in event.get("choices") or []:
+                    piece = _choice_text(choice)
+                    if piece:
+                        first = first if first is not None else time.perf_counter()
+                        text += piece
+                        if cut and any(stop and stop in text[-len(piece) - len(stop) :] for stop in stops):
+                            return text, usage, first, True
+                    finished = finished or bool(choice.get("finish_reason"))
+            return text, usage, first, finished
+
+        fields = {"stream": True} | ({"stream_options": {"include_usage": True}} if self.found.streamed == "usage" else {})
+        for _ in range(self.options.max_retries + 1):
+            started = time.perf_counter()
+            text, usage, first, finished = self.endpoint.call(api_path(self.found.api), payload | fields, read)
+            if finished:
+                return text, usage, first, started
+        raise UserError(
+            f"endpoint {self.endpoint.shown} cut every stream short {self.options.max_retries + 1} times (another client's requests interrupt it?"
+            " llama-cpp-python's server: start it with --interrupt_requests false)"
+        )
+
+    def _generate_one(self, request: GenerationRequest) -> GenerationResult:
         params, streamed = request.params, self.found.streamed
         temperature = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p}
-        # Counted by tokenising what was generated, the stop string included (as usage counts it): stops are applied here, and closing
-        # the stream stops the server.
+        # Counted by tokenising what was generated, the stop string included (as usage counts it): stops are applied here.
         stop = () if streamed == "tokenize" else params.stop
         payload = _request_payload(self.found.api, self.found.model, request.context, params.max_new_tokens, stop, self.options, self.seed) | temperature
-        started = time.perf_counter()
         if streamed is None:
+            started = time.perf_counter()
             reply = self.endpoint.post(api_path(self.found.api), payload)
             text, usage, first = _choice_text(reply["choices"][0]), reply.get("usage") or {}, None
+            ended = time.perf_counter()
+        elif streamed == "usage":
+            text, usage, first, started = self._streamed(payload, params.stop, cut=False)
+            ended = time.perf_counter()
         else:
-
-            def read(response: Any) -> tuple[str, dict[str, Any], float | None]:
-                text, usage, first = "", dict[str, Any](), None
-                for event in server_sent_events(response):
-                    usage = event.get("usage") or usage
-                    for choice in event.get("choices") or []:
-                        piece = _choice_text(choice)
-                        if piece:
-                            first = first if first is not None else time.perf_counter()
-                            text += piece
-                            if not stop and any(end and end in text[-len(piece) - len(end) :] for end in params.stop):
-                                return text, usage, first
-                return text, usage, first
-
-            fields = {"stream": True} | ({"stream_options": {"include_usage": True}} if streamed == "usage" else {})
-            text, usage, first = self.endpoint.call(api_path(self.found.api), payload | fields, read)
-        ended = time.perf_counter()
-        if streamed == "tokenize":
-            input_tokens, output_tokens = (self.found.prompt_overhead or 0) + self._count(request.context), self._count(text)
-        else:
-            input_tokens, output_tokens = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            with self._one_stream:  # any request to such a server, a tokenisation too, would cut a stream in flight short
+                text, usage, first, started = self._streamed(payload, params.stop, cut=True)
+                ended = time.perf_counter()
+                usage = {"prompt_tokens": (self.found.prompt_overhead or 0) + self._count(request.context), "completion_tokens": self._count(text)}
+        input_tokens, output_tokens = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         self._charge(input_tokens, output_tokens)
         return GenerationResult(
             text=truncate_at_stop(text, params.stop),
