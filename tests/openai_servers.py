@@ -1,8 +1,9 @@
-"""Real OpenAI-compatible servers for the openai backend's tests: llama-cpp-python's own server, and a fault-injecting proxy.
+"""Real OpenAI-compatible servers for the openai backend's tests: llama-cpp-python's own server, a fault-injecting proxy, and a
+stand-in answering in vLLM's response shapes with a real model's numbers.
 
 The proxy sits on 127.0.0.1 in front of a real server and answers each POST from a script of
-faults (429 with Retry-After, 500, a dropped connection) before passing requests through; it can
-also demand a key (and echo a wrong one back in its 401, as some APIs do, to test scrubbing).
+faults (429 with Retry-After, 500, a dropped connection, a stream cut short) before passing requests
+through; it can also demand a key (and echo a wrong one back in its 401, as some APIs do, to test scrubbing).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def llama_server(model_path: str, alias: str, log: Path, port: int | None = None
 
 
 class FaultProxy:
-    """A loopback proxy in front of ``upstream``; ``faults`` is consumed one per POST: 429, 500, "drop" or "pass"."""
+    """A loopback proxy in front of ``upstream``; ``faults`` is consumed one per POST: 429, 500, "drop", "cut" (a stream ended early) or "pass"."""
 
     def __init__(self, upstream: str, faults: list[int | str] | None = None, key: str | None = None, retry_after: str = "1") -> None:
         self.upstream = upstream.removesuffix("/v1")
@@ -110,15 +111,17 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                 else:
-                    self._forward(method, body)
+                    self._forward(method, body, cut=fault == "cut")
 
-            def _forward(self, method: str, body: bytes | None) -> None:
+            def _forward(self, method: str, body: bytes | None, cut: bool = False) -> None:
                 host, port = proxy.upstream.removeprefix("http://").split(":")
                 connection = http.client.HTTPConnection(host, int(port), timeout=300)
                 connection.request(method, self.path, body=body, headers={"Content-Type": "application/json"})
                 answer = connection.getresponse()
                 data = answer.read()
                 connection.close()
+                if cut:  # a stream ended after its first event, as llama-cpp-python's server ends one when another request arrives
+                    data = data.split(b"\n\n")[0] + b"\n\ndata: [DONE]\n\n"
                 self._reply(answer.status, data, {"Content-Type": answer.getheader("Content-Type") or "application/json"})
 
             def do_GET(self) -> None:
@@ -142,3 +145,114 @@ class FaultProxy:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class VllmStandIn:
+    """A loopback server answering in vLLM's response shapes, with numbers a real model computes (Gemma 3 270M, llama.cpp in-process).
+
+    ``GET /v1/models`` lists ``max_model_len``; ``POST /tokenize`` returns ``{count, max_model_len, tokens}``; ``POST /v1/completions``
+    returns vLLM's echo log-probs (text offsets summed over decoded tokens, a decoded ``<bos>`` first, as vLLM's
+    ``_create_completion_logprobs`` builds them) and, with ``prompt_logprobs: N``, ``choices[0].prompt_logprobs``: a list with null
+    first, then per prompt position ``{token_id: {logprob, rank, decoded_token}}`` for the prompt token and the N most likely.
+    Chat and streaming are refused (HTTP 400, as vLLM refuses chat for a model without a chat template), other paths are 404.
+    """
+
+    def __init__(self, model_path: str, alias: str, context: int = 2048) -> None:
+        import numpy as np
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=model_path, n_ctx=context, n_batch=512, logits_all=True, verbose=False, n_threads=2)
+        self.alias, self.context = alias, context
+        self.lock = threading.Lock()
+        self.requests: list[dict[str, object]] = []
+        stand_in = self
+
+        def decode(token: int) -> str:
+            return stand_in.llm.detokenize([token], special=True).decode("utf-8", "replace")
+
+        def score(ids: list[int]) -> np.ndarray:
+            """Log-softmax of the logits at every position of ``ids``: all but the last evaluated afresh in one batch, as the in-process
+            backend evaluates a fresh sequence, then the last (llama.cpp's Gemma 3 scores move by up to ~0.2 nats with the batch layout)."""
+            stand_in.llm.reset()
+            stand_in.llm.eval(ids[:-1])
+            stand_in.llm.eval(ids[-1:])
+            rows = stand_in.llm.scores[: len(ids)].astype(np.float64)
+            rows -= rows.max(axis=-1, keepdims=True)
+            return rows - np.log(np.exp(rows).sum(axis=-1, keepdims=True))
+
+        def entry(row: np.ndarray, token: int, top: int) -> dict[str, dict[str, object]]:
+            chosen = {"logprob": float(row[token]), "rank": int((row > row[token]).sum()) + 1, "decoded_token": decode(token)}
+            best = np.argpartition(-row, top - 1)[:top] if top else np.array([], dtype=int)
+            best = [int(i) for i in best[np.argsort(-row[best])]]
+            return {str(token): chosen} | {str(i): {"logprob": float(row[i]), "rank": rank, "decoded_token": decode(i)} for rank, i in enumerate(best, 1)}
+
+        def completion(body: dict[str, object]) -> dict[str, object]:
+            ids = stand_in.llm.tokenize(str(body["prompt"]).encode(), add_bos=True, special=True)
+            with stand_in.lock:
+                logprobs = score(ids)
+            generated = int(logprobs[-1].argmax())
+            text = decode(generated)
+            choice: dict[str, object] = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length", "stop_reason": None}
+            top = body.get("prompt_logprobs")
+            if isinstance(top, int):
+                choice["prompt_logprobs"] = [None] + [entry(logprobs[i - 1], ids[i], top) for i in range(1, len(ids))]
+            if body.get("echo") and isinstance(body.get("logprobs"), int):
+                tokens = [*ids, generated]
+                rows = [None] + [{decode(i): float(logprobs[p - 1][i]) for i in {tokens[p], int(logprobs[p - 1].argmax())}} for p in range(1, len(tokens))]
+                decoded = [decode(token) for token in tokens]
+                offsets = [sum(len(piece) for piece in decoded[:i]) for i in range(len(decoded))]
+                values = [None if row is None else row[decoded[p]] for p, row in enumerate(rows)]
+                choice["text"] = str(body["prompt"]) + text
+                choice["logprobs"] = {"text_offset": offsets, "token_logprobs": values, "tokens": decoded, "top_logprobs": rows}
+            usage = {"prompt_tokens": len(ids), "completion_tokens": 1, "total_tokens": len(ids) + 1}
+            return {"id": "cmpl-standin", "object": "text_completion", "created": 0, "model": stand_in.alias, "choices": [choice], "usage": usage}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _reply(self, status: int, data: object) -> None:
+                body = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path == "/v1/models":
+                    self._reply(200, {"object": "list", "data": [{"id": stand_in.alias, "object": "model", "max_model_len": stand_in.context}]})
+                else:
+                    self._reply(404, {"detail": "Not Found"})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                stand_in.requests.append({"path": self.path, **body})
+                if self.path == "/tokenize":
+                    ids = stand_in.llm.tokenize(str(body["prompt"]).encode(), add_bos=body.get("add_special_tokens", True), special=True)
+                    self._reply(200, {"count": len(ids), "max_model_len": stand_in.context, "tokens": ids, "token_strs": None})
+                elif self.path == "/v1/completions" and not body.get("stream"):
+                    self._reply(200, completion(body))
+                elif self.path in ("/v1/completions", "/v1/chat/completions"):
+                    self._reply(400, {"error": {"message": "this stand-in serves non-streamed completions only", "type": "BadRequestError", "code": 400}})
+                else:
+                    self._reply(404, {"detail": "Not Found"})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> VllmStandIn:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.llm.close()

