@@ -26,7 +26,7 @@ from bench.models.registry import with_backend
 from bench.plan import Plan, make_plan
 from bench.results import RESULTS_SCHEMA, DamagedResults, Invocation, RunStore, count_saved_samples, is_no_space, mark_stale_invocations, read_manifest
 from bench.run_lock import RunLock
-from bench.worker import BackendFactory, BudgetReached, CellResult, RunJob, Worker, WorkUnit, load_for_run, now, recorded
+from bench.worker import BackendFactory, BudgetReached, CellResult, RunJob, Worker, WorkUnit, load_for_run, now, on_this_machine, recorded
 
 
 @dataclass
@@ -71,6 +71,9 @@ class ProgressEvents:
         if not self.console.is_terminal:  # CI logs, `| tee`: a line per finished cell instead of a silent bar
             self.console.print(finished_line(result.label, result.summary, result.seconds), highlight=False, soft_wrap=True)
 
+    def note(self, text: str) -> None:
+        self.console.print(labelled("note:", "yellow", text), highlight=False, soft_wrap=True)
+
 
 def run(config: RunConfig, console: Console | None = None, backend_factory: BackendFactory = load_for_run, executor: Executor | None = None) -> RunOutcome:
     """Run every unfinished cell of ``config`` with ``executor`` (default: inline); finished samples are never recomputed.
@@ -101,7 +104,7 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
                 "versions": versions,
                 "git": git_commit(),
                 "hardware": hardware(),
-                "cost": plan.cost.record(),
+                "cost": on_this_machine(job).cost.record(),
             },
         )
         results = _execute(chosen, units, job, invocation, store, console, pending)
@@ -114,7 +117,7 @@ def _units(plan: Plan, manifest: dict[str, Any]) -> list[WorkUnit]:
     """One unit per model, with the backend information an earlier invocation recorded for it."""
     units: dict[str, WorkUnit] = {}
     for cell in plan.cells:
-        unit = units.setdefault(cell.model_slug, WorkUnit(cell.model, [], manifest["models"].get(cell.model_slug)))
+        unit = units.setdefault(cell.model_slug, WorkUnit(cell.model, [], manifest["models"].get(cell.model_slug), plan.preflights.get(cell.model_slug)))
         unit.cells.append(cell)
     return list(units.values())
 
@@ -170,7 +173,7 @@ def _execute(
             recorded(invocation) as watch,
         ):
             events = ProgressEvents(progress, pending, console)
-            results: list[CellResult] = executor.run(units, job, Worker(job, invocation, events, watch))
+            results: list[CellResult] = executor.run(units, job, Worker(on_this_machine(job), invocation, events, watch))
             progress.update(events.bar, description="done")
             return results
     except BudgetReached as budget:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import difflib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,13 @@ class CostSettings:
     country: Country
     currency: Currency
     reference_apis: tuple[ApiPrice, ...]
+    nodes: Mapping[str, HardwareProfile] = field(default_factory=dict)  # a machine's own profile, by node name or host name
+
+    def for_node(self, *names: str) -> CostSettings:
+        """The settings a machine prices its work with: its own profile (the first of ``names`` that
+        ``cost.nodes`` lists: a Ray node name, then the host name), else the run's."""
+        profile = next((self.nodes[name] for name in names if name in self.nodes), self.hardware)
+        return replace(self, hardware=profile)
 
     def describe(self) -> dict[str, Any]:
         """The settings as recorded in every cost block."""
@@ -218,4 +225,5 @@ def resolve_cost(config: CostConfig) -> CostSettings:
         country=find_country(config.country, config.electricity_table),
         currency=find_currency(config.currency),
         reference_apis=tuple(reference_price(api) for api in config.reference_apis),
+        nodes={name: load_hardware(reference) for name, reference in config.nodes.items()},
     )

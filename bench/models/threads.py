@@ -17,3 +17,11 @@ def physical_cores() -> int:
         allowed = logical
     # An allowed set smaller than the machine counts its SMT siblings too: scale it down.
     return max(1, min(physical, round(allowed * physical / logical)))
+
+
+def use_every_core() -> None:
+    """Compute with every physical core, as a run of its own does, in a process a scheduler started
+    with fewer (Ray sets ``OMP_NUM_THREADS`` to a task's CPUs, 1 by default)."""
+    import torch
+
+    torch.set_num_threads(physical_cores())
