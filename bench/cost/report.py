@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,34 @@ class CellData:
 @dataclass
 class RunCosts:
     run_dir: Path
-    settings: CostSettings
+    settings: CostSettings  # the run's (its newest invocation's)
     languages: list[dict[str, Any]]  # one row per model and language
     models: list[dict[str, Any]]  # one row per model: its inference cells' cost and the same tokens on paid APIs
     total: dict[str, float]  # every cell of the run: hardware, electricity, total
     cells: list[CellData]  # the readable cells
     skipped: list[str]  # one line per cell that could not be read, naming its folder and why
+    machines: dict[str, CostSettings]  # each machine's own settings, by the node name its samples carry
+
+    def settings_for(self, samples: Iterable[Mapping[str, Any]]) -> CostSettings:
+        """The settings of the machine that computed most of ``samples`` (the run's when they name none)."""
+        return machine_settings(samples, self.machines, self.settings)
+
+
+def machine_settings(samples: Iterable[Mapping[str, Any]], machines: Mapping[str, CostSettings], default: CostSettings) -> CostSettings:
+    counts = Counter(str(sample["node"]) for sample in samples if sample.get("node"))
+    return machines.get(counts.most_common(1)[0][0], default) if counts else default
+
+
+def recorded_machines(manifest: Mapping[str, Any], overrides: Mapping[str, str | None]) -> dict[str, CostSettings]:
+    """Each machine's cost settings, from the newest invocation record it wrote (by node name, else host name)."""
+    found: dict[str, CostSettings] = {}
+    read: dict[str, CostSettings] = {}  # workers of one sweep mostly record the same settings: read each once
+    for record in manifest.get("invocations", []):
+        name, cost = record.get("node") or record.get("host"), record.get("cost")
+        if name and isinstance(cost, dict):
+            key = json.dumps(cost, sort_keys=True, default=str)
+            found[str(name)] = read[key] if key in read else read.setdefault(key, recorded_cost({**manifest, "cost": cost}, overrides))
+    return found
 
 
 def unreadable(error: Exception) -> str:
@@ -124,19 +147,23 @@ def run_cost(run_dir: Path, overrides: Mapping[str, str | None] | None = None) -
     """Re-price one run from its samples, with the cost settings its manifest recorded and any overrides."""
     manifest = read_manifest(run_dir) or {}
     settings = recorded_cost(manifest, overrides or {})
+    machines = recorded_machines(manifest, overrides or {})
     cells, skipped = _cells(run_dir)
     languages, models = [], []
+    total = {"hardware": 0.0, "electricity": 0.0, "total": 0.0}
     for model in dict.fromkeys(cell.model for cell in cells):
         model_cells = [cell for cell in cells if cell.model == model]
+        own = machine_settings((sample for cell in model_cells for sample in cell.samples), machines, settings)  # the machine that ran the model
         used = _merged([cell for cell in model_cells if cell.priced] or model_cells)  # counting tokens is no inference
-        inference = price(used, settings)
+        inference = price(used, own)
         for language in dict.fromkeys(cell.language for cell in model_cells):
             chosen = [cell for cell in model_cells if cell.language == language]
-            languages.append(_language_row(model, language, chosen, unit_input_price(inference), settings))
+            languages.append(_language_row(model, language, chosen, unit_input_price(inference), own))
         names = [model_cells[0].title, model_cells[0].summary.get("model", "")]
-        models.append({"model": model_cells[0].title, "cost": inference, "apis": api_comparison(used, settings, names)})
-    total = price(_merged(cells), settings)["total"]
-    return RunCosts(run_dir, settings, languages, models, total, cells, skipped)
+        models.append({"model": model_cells[0].title, "cost": inference, "apis": api_comparison(used, own, names)})
+        for part, amount in price(_merged(model_cells), own)["total"].items():
+            total[part] = total.get(part, 0.0) + amount
+    return RunCosts(run_dir, settings, languages, models, total, cells, skipped, machines)
 
 
 def run_costs(path: Path, overrides: Mapping[str, str | None] | None = None) -> tuple[list[RunCosts], list[str]]:

@@ -26,10 +26,12 @@ from bench.errors import UserError
 from bench.models.memory import gib
 from bench.models.threads import use_every_core
 from bench.results import MANIFEST
+from bench.run_lock import RunLock
 from bench.worker import BudgetReached, CellResult, Events, RunJob, Worker, WorkUnit, evaluate_elsewhere
 
 METER = "accessbench_meter"  # a custom resource, one per node: held by a unit while it measures cost
 POLL_SECONDS = 0.5  # how often the driver reads what workers posted
+UNIT_LOCK_SECONDS = 120.0  # how long a unit waits for a worker of a killed driver to finish dying
 START_NODES = f"""start each node with `ray start ... --resources '{{"{METER}": 1}}'`"""
 
 
@@ -163,8 +165,11 @@ def evaluate_on_node(unit: WorkUnit, job: RunJob, board: Any) -> list[CellResult
         )
     use_every_core()
     events = Posting(board, node, unit.title)
+    folder = job.run_dir / unit.cells[0].model_slug
+    folder.mkdir(exist_ok=True)
     try:
-        return evaluate_elsewhere(unit, job, "ray worker", events, node=node)
+        with RunLock(folder, wait_seconds=UNIT_LOCK_SECONDS):  # one process per unit, whatever Ray or a killed driver left behind
+            return evaluate_elsewhere(unit, job, "ray worker", events, node=node)
     finally:
         events.flush()
 
@@ -241,7 +246,7 @@ class RayExecutor:
         address = self.address or os.environ.get("RAY_ADDRESS")
         try:
             if address is None:  # a cluster of this machine alone: one node, which measures
-                ray.init(resources={METER: 1}, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+                ray.init(address="local", resources={METER: 1}, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
             else:
                 ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as error:
