@@ -72,6 +72,11 @@ class WorkUnit:
     def title(self) -> str:
         return self.cells[0].model_title
 
+    @property
+    def slug(self) -> str:
+        """The model's folder in the run folder (unique in a run, unlike its title)."""
+        return self.cells[0].model_slug
+
 
 @dataclass
 class CellResult:

@@ -20,21 +20,25 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, run_cli
 
 from bench import results
 from bench.config import RunConfig, parse_config
 from bench.errors import UserError
 from bench.executors import get_executor
 from bench.models.base import Preflight
+from bench.models.threads import physical_cores
 from bench.report.collect import collect
+from bench.report.site import write_site
 from bench.runner import run
+from bench.worker import CellResult
 
 SMALL, BIG = "abnode-small", "abnode-big"
 SMALL_MEMORY = 325 * 10**6  # the tiny model's estimate (~315 MB) fits; the larger one's (~334 MB) does not
@@ -94,7 +98,8 @@ def cluster() -> Iterator[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     port = free_port()
     meter = json.dumps({"accessbench_meter": 1})
-    common = ["--num-cpus", "1", "--object-store-memory", str(80 * 10**6), "--node-ip-address", "127.0.0.1", "--resources", meter, "--disable-usage-stats"]
+    cores = str(physical_cores())  # a unit computes with its node's CPUs: as many threads as inline here
+    common = ["--num-cpus", cores, "--object-store-memory", str(80 * 10**6), "--node-ip-address", "127.0.0.1", "--resources", meter, "--disable-usage-stats"]
     try:
         ray_start(
             ["--head", "--port", str(port), "--temp-dir", temp_dir, "--include-dashboard", "false", "--dashboard-port", str(free_port())]
@@ -212,9 +217,12 @@ def test_a_sweep_on_two_nodes_equals_inline_with_a_worker_killed_and_each_machin
         assert summary["cost"]["hardware_profile"] == PROFILES[node]  # priced as the machine that ran it
         if summary["model"] == str(larger_model_dir):
             assert node == BIG  # the head cannot hold it
-    rows = collect([outcome.run_dir]).rows()  # the report names the machine behind each number
+    collection = collect([outcome.run_dir])  # the report names the machine behind each number
+    rows = collection.rows()
     assert {row["machine"] for row in rows if row["model_ref"] == str(larger_model_dir)} == {BIG}
     assert all(row["hardware_profile"] == PROFILES[row["machine"]] for row in rows)
+    site = unescape(write_site(collection, tmp_path / "site").read_text(encoding="utf-8"))
+    assert f"{BIG}: " in site and f"priced as {PROFILES[BIG]}" in site
 
 
 def test_the_driver_killed_mid_sweep_resumes_on_rerun(
@@ -254,7 +262,7 @@ def test_a_model_no_node_can_hold_is_refused_before_anything_runs(cluster: str, 
         real = plan.preflight
         patch.setattr(plan, "preflight", lambda model: Preflight(real(model).source, BIG_MEMORY + 1, {"device": "cpu"}))
         with pytest.raises(
-            UserError, match=f"no node of the Ray cluster can take .*: it needs 1 CPU, 1.9 GiB of memory.*; the nodes offer .*{BIG}: 1 CPU, 1.9 GiB"
+            UserError, match=f"no node of the Ray cluster can take .*: it needs 1 CPU, 1.9 GiB of memory.*; the nodes offer .*{BIG}: \\d+ CPU, 1.9 GiB"
         ):
             run(settings, executor=get_executor("ray", address=cluster))
     assert not any((tmp_path / settings.run_id()).glob("*/*/*/samples.jsonl"))
@@ -270,3 +278,76 @@ def test_a_plain_local_ray_init_run_equals_inline(tiny_model_dir: Path, tmp_path
     assert local.computed_samples == LIMIT and scores(local.run_dir) == scores(inline.run_dir)
     [worker] = [record for record in (results.read_manifest(local.run_dir) or {})["invocations"] if record["role"] == "ray worker"]
     assert worker["status"] == "finished"
+
+
+def test_a_node_that_cannot_see_the_run_folder_is_refused_in_one_line(cluster: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from bench.plan import make_plan
+    from bench.results import Invocation
+    from bench.worker import Quiet, RunJob, Worker, WorkUnit
+
+    settings = config({**sweep(tiny_model_dir, tiny_model_dir, tmp_path), "models": [{"ref": str(tiny_model_dir), "device": "cpu", "backend": "hf"}]})
+    plan = make_plan(settings)
+    unit = WorkUnit(settings.models[0], plan.cells, None, next(iter(plan.preflights.values())))
+    elsewhere = tmp_path / "only-on-the-driver"  # a run folder without its manifest: what a node without the shared folder sees
+    job = RunJob(settings, settings.run_id(), settings.fingerprint(), plan.cost, elsewhere)
+    here = Worker(replace(job, run_dir=tmp_path), Invocation(tmp_path, {"role": "test"}), Quiet())
+    with pytest.raises(
+        UserError, match=r"^node abnode-(small|big) \(.+\) cannot see the run folder .*only-on-the-driver; put --output on a folder every node mounts"
+    ):
+        get_executor("ray", address=cluster).run([unit], job, here)
+
+
+def test_address_without_the_ray_executor_is_a_one_line_error(tiny_model_dir: Path) -> None:
+    cli = run_cli("run", "-m", str(tiny_model_dir), "-t", "mgsm_symbolic_tax", "-l", "eng", "--address", "auto")
+    assert cli.returncode == 2 and cli.stderr.strip().splitlines() == ["error: --address names a Ray cluster; use it with --executor ray"]
+
+
+class Recorded:
+    """Events as the driver's display receives them."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def loading(self, title: str) -> None:
+        self.lines.append(f"loading {title}")
+
+    def cell_started(self, label: str) -> None:
+        self.lines.append(label)
+
+    def samples_done(self, count: int) -> None:
+        self.lines.append(f"+{count}")
+
+    def cell_finished(self, result: CellResult) -> None:
+        self.lines.append(f"finished {result.label}")
+
+    def note(self, text: str) -> None:
+        self.lines.append(f"note: {text}")
+
+
+def test_progress_shows_cells_per_node_retries_and_failures(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from bench.executors.ray import ClusterProgress
+    from bench.plan import make_plan
+    from bench.worker import WorkUnit
+
+    settings = config({**sweep(tiny_model_dir, tiny_model_dir, tmp_path), "models": [{"ref": str(tiny_model_dir), "device": "cpu", "backend": "hf"}]})
+    cells = make_plan(settings).cells
+    unit = WorkUnit(settings.models[0], cells)
+    shown = Recorded()
+    progress = ClusterProgress([unit], shown)
+    first, second = cells[0], cells[1]
+    result = CellResult(first.key, first.label, {}, LIMIT, 1.0)
+    progress.take([(BIG, unit.slug, "loading", unit.title), (BIG, unit.slug, "started", first.label), (BIG, unit.slug, "samples", LIMIT)])
+    progress.take([(BIG, unit.slug, "finished", result), (BIG, unit.slug, "started", second.label)])
+    progress.take([(SMALL, unit.slug, "loading", unit.title)])  # its worker died: Ray runs it again elsewhere
+    assert shown.lines[:4] == [
+        f"loading {unit.title} on {BIG}",
+        f"{BIG}: 0 done, running {first.label} · 5 cells queued",
+        f"+{LIMIT}",
+        f"finished {first.label} on {BIG}",
+    ]
+    assert shown.lines[4:6] == [f"{BIG}: 1 done · 5 cells queued", f"{BIG}: 1 done, running {second.label} · 4 cells queued"]
+    assert shown.lines[6] == f"note: {unit.title} is retried on {SMALL}: its worker on {BIG} stopped (finished samples are kept)"
+    assert progress.failed(unit, "model too big") == f"{unit.title} on {SMALL}: model too big"
+    assert shown.lines[-1] == f"note: failed: {unit.title} on {SMALL}: model too big"

@@ -24,7 +24,7 @@ from ray.exceptions import RayError, RayTaskError
 
 from bench.errors import UserError
 from bench.models.memory import gib
-from bench.models.threads import use_every_core
+from bench.models.threads import use_cores
 from bench.results import MANIFEST
 from bench.run_lock import RunLock
 from bench.worker import BudgetReached, CellResult, Events, RunJob, Worker, WorkUnit, evaluate_elsewhere
@@ -105,7 +105,7 @@ def placements(units: Sequence[WorkUnit], requests: Sequence[Request], nodes: Se
 
 
 class Board:
-    """The actor workers post their events to (node, unit, kind, value); the driver takes them."""
+    """The actor workers post their events to (node, unit's slug, kind, value); the driver takes them."""
 
     def __init__(self) -> None:
         self.posted: list[tuple[str, str, str, Any]] = []
@@ -150,22 +150,24 @@ class Posting:
         ray.get(self.board.ping.remote())
 
 
-def node_name() -> str:
-    """This worker's node as the cluster names it (``ray start --node-name``; by default its IP address)."""
+def this_node() -> tuple[str, float]:
+    """This worker's node as the cluster names it (``ray start --node-name``; by default its IP address), and the CPUs it declares."""
     here = ray.get_runtime_context().get_node_id()
-    return next((str(node["NodeName"]) for node in ray.nodes() if node["NodeID"] == here), socket.gethostname())
+    found = next((node for node in ray.nodes() if node["NodeID"] == here), None)
+    return (str(found["NodeName"]), float(found["Resources"].get("CPU", 1))) if found else (socket.gethostname(), 1.0)
 
 
 def evaluate_on_node(unit: WorkUnit, job: RunJob, board: Any) -> list[CellResult]:
-    """A Ray task: evaluate one unit on this node, into the shared run folder."""
-    node = node_name()
+    """A Ray task: evaluate one unit on this node, into the shared run folder, with the node's CPUs
+    (a measuring unit holds the node's meter, so it runs there alone)."""
+    node, cpus = this_node()
     if not (job.run_dir / MANIFEST).is_file():
         raise FolderNotVisible(
             f"node {node} ({socket.gethostname()}) cannot see the run folder {job.run_dir}; put --output on a folder every node mounts at the same path"
         )
-    use_every_core()
-    events = Posting(board, node, unit.title)
-    folder = job.run_dir / unit.cells[0].model_slug
+    use_cores(cpus)
+    events = Posting(board, node, unit.slug)
+    folder = job.run_dir / unit.slug
     folder.mkdir(exist_ok=True)
     try:
         with RunLock(folder, wait_seconds=UNIT_LOCK_SECONDS):  # one process per unit, whatever Ray or a killed driver left behind
@@ -179,16 +181,17 @@ class ClusterProgress:
 
     def __init__(self, units: Sequence[WorkUnit], events: Events) -> None:
         self.events = events
+        self.titles = {unit.slug: unit.title for unit in units}
         self.queued = {cell.label for unit in units for cell in unit.cells}
-        self.running: dict[str, tuple[str, str]] = {}  # node -> (unit, cell label)
+        self.running: dict[str, tuple[str, str]] = {}  # node -> (unit's slug, cell label)
         self.done: Counter[str] = Counter()
-        self.where: dict[str, str] = {}  # unit -> the node it last ran on
+        self.where: dict[str, str] = {}  # unit's slug -> the node it last ran on
 
     def take(self, posted: Sequence[tuple[str, str, str, Any]]) -> None:
         for node, unit, kind, value in posted:
             if kind == "loading":
                 if unit in self.where:
-                    self.events.note(f"{unit} is retried on {node}: its worker on {self.where[unit]} stopped (finished samples are kept)")
+                    self.events.note(f"{self.titles[unit]} is retried on {node}: its worker on {self.where[unit]} stopped (finished samples are kept)")
                 self.running = {name: entry for name, entry in self.running.items() if entry[0] != unit}
                 self.where[unit] = node
                 self.events.loading(f"{value} on {node}")
@@ -213,7 +216,7 @@ class ClusterProgress:
         self.events.cell_started(" · ".join([*parts, f"{len(self.queued)} cells queued"]))
 
     def failed(self, unit: WorkUnit, reason: str) -> str:
-        line = f"{unit.title} on {self.where.get(unit.title, 'no node yet')}: {reason}"
+        line = f"{unit.title} on {self.where.get(unit.slug, 'no node yet')}: {reason}"
         self.events.note(f"failed: {line}")
         return line
 

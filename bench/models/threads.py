@@ -19,9 +19,12 @@ def physical_cores() -> int:
     return max(1, min(physical, round(allowed * physical / logical)))
 
 
-def use_every_core() -> None:
-    """Compute with every physical core, as a run of its own does, in a process a scheduler started
-    with fewer (Ray sets ``OMP_NUM_THREADS`` to a task's CPUs, 1 by default)."""
+def use_cores(declared: float) -> int:
+    """Compute with the CPUs a scheduler's node declares (at most the physical cores), in a process
+    it started with fewer threads (Ray sets ``OMP_NUM_THREADS`` to a task's CPUs, 1 by default);
+    the number of threads."""
     import torch
 
-    torch.set_num_threads(physical_cores())
+    threads = max(1, min(physical_cores(), int(declared)))
+    torch.set_num_threads(threads)
+    return threads
