@@ -119,7 +119,8 @@ class CostConfig(_Strict):
     electricity_table: Path | None = Field(None, description="your own copy of configs/electricity.csv")
     reference_apis: list[str] = Field(default_factory=lambda: list(DEFAULT_REFERENCE_APIS), description="provider:model ids from models.dev")
     nodes: dict[str, str] = Field(
-        default_factory=dict, description="machine → its own hardware profile, for sweeps on several machines (a Ray node name or a host name)"
+        default_factory=dict,
+        description="machine → its own hardware profile, for sweeps on several machines (by the node name samples record: a Ray node's name, else the host name)",
     )
 
 

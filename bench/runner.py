@@ -7,6 +7,7 @@ hash) is written once, and this process keeps its own invocation record.
 
 from __future__ import annotations
 
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from bench.models.registry import with_backend
 from bench.plan import Plan, make_plan
 from bench.results import RESULTS_SCHEMA, DamagedResults, Invocation, RunStore, count_saved_samples, is_no_space, mark_stale_invocations, read_manifest
 from bench.run_lock import RunLock
-from bench.worker import BackendFactory, BudgetReached, CellResult, RunJob, Worker, WorkUnit, load_for_run, now, on_this_machine, recorded
+from bench.worker import BackendFactory, BudgetReached, CellResult, RunJob, Worker, WorkUnit, load_for_run, now, recorded
 
 
 @dataclass
@@ -104,7 +105,7 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
                 "versions": versions,
                 "git": git_commit(),
                 "hardware": hardware(),
-                "cost": on_this_machine(job).cost.record(),
+                "cost": plan.cost.for_node(socket.gethostname()).record(),
             },
         )
         results = _execute(chosen, units, job, invocation, store, console, pending)
@@ -173,7 +174,7 @@ def _execute(
             recorded(invocation) as watch,
         ):
             events = ProgressEvents(progress, pending, console)
-            results: list[CellResult] = executor.run(units, job, Worker(on_this_machine(job), invocation, events, watch))
+            results: list[CellResult] = executor.run(units, job, Worker(job, invocation, events, watch))
             progress.update(events.bar, description="done")
             return results
     except BudgetReached as budget:

@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -108,8 +108,10 @@ class BudgetReached(Exception):
 
 
 def cell_summary(cell: Cell, job: RunJob, samples: list[dict[str, Any]], model_info: dict[str, Any] | None) -> dict[str, Any]:
-    """A cell's summary from all its samples (so a resumed run gets the same)."""
+    """A cell's summary from all its samples (so a resumed run gets the same), priced as the machine that computed most of them."""
     ordered = sorted(samples, key=lambda sample: sample["doc_id"])
+    nodes = Counter(str(sample["node"]) for sample in ordered if sample.get("node"))
+    machine = nodes.most_common(1)[0][0] if nodes else None
     return {
         "schema_version": RESULTS_SCHEMA,
         "run_id": job.run_id,
@@ -120,9 +122,9 @@ def cell_summary(cell: Cell, job: RunJob, samples: list[dict[str, Any]], model_i
         "task": cell.task.name,
         "task_kind": cell.task.kind,
         "language": cell.language,
-        "nodes": dict(Counter(str(sample["node"]) for sample in ordered if sample.get("node"))),  # the machines that computed its samples
+        "nodes": dict(nodes),  # the machines that computed its samples
         **summarize(cell.task, ordered, job.config.seed),
-        "cost": cell_cost(ordered, job.cost, [cell.model_title, cell.model.ref], api_price(model_info)),
+        "cost": cell_cost(ordered, job.cost.for_node(machine), [cell.model_title, cell.model.ref], api_price(model_info)),
         "written_at": now(),
     }
 
@@ -252,17 +254,10 @@ class Quiet:
         pass
 
 
-def on_this_machine(job: RunJob, node: str | None = None) -> RunJob:
-    """The job as this machine runs it: priced with its own hardware profile (``cost.nodes``, by node or host name)."""
-    names = [name for name in (node, socket.gethostname()) if name]
-    return replace(job, cost=job.cost.for_node(*names))
-
-
 def evaluate_elsewhere(unit: WorkUnit, job: RunJob, role: str, events: Events | None = None, node: str | None = None) -> list[CellResult]:
     """Evaluate a unit in a process other than the driver's (an executor's worker), under that
     process's own invocation record (``role``: what kind of worker; ``node``: its machine's name in
-    the cluster, default the host name) and crash watcher, priced with that machine's profile."""
-    job = on_this_machine(job, node)
+    the cluster, default the host name) and crash watcher; its record keeps the cost settings its machine is priced with."""
     node = node or socket.gethostname()
     invocation = Invocation(
         job.run_dir,
@@ -273,7 +268,7 @@ def evaluate_elsewhere(unit: WorkUnit, job: RunJob, role: str, events: Events | 
             "command": " ".join(sys.argv),
             "versions": package_versions(),
             "hardware": hardware(),
-            "cost": job.cost.record(),
+            "cost": job.cost.for_node(node).record(),
         },
     )
     with recorded(invocation) as watch:

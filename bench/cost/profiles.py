@@ -171,13 +171,11 @@ class CostSettings:
     country: Country
     currency: Currency
     reference_apis: tuple[ApiPrice, ...]
-    nodes: Mapping[str, HardwareProfile] = field(default_factory=dict)  # a machine's own profile, by node name or host name
+    nodes: Mapping[str, HardwareProfile] = field(default_factory=dict)  # a machine's own profile, by the node name its samples record
 
-    def for_node(self, *names: str) -> CostSettings:
-        """The settings a machine prices its work with: its own profile (the first of ``names`` that
-        ``cost.nodes`` lists: a Ray node name, then the host name), else the run's."""
-        profile = next((self.nodes[name] for name in names if name in self.nodes), self.hardware)
-        return replace(self, hardware=profile)
+    def for_node(self, node: str | None) -> CostSettings:
+        """The settings a machine's work is priced with: its own profile where ``cost.nodes`` lists it, else the run's."""
+        return replace(self, hardware=self.nodes[node]) if node is not None and node in self.nodes else self
 
     def describe(self) -> dict[str, Any]:
         """The settings as recorded in every cost block."""
