@@ -89,7 +89,10 @@ def run(
     hardware: Annotated[str | None, typer.Option(help="hardware profile to price the run as (configs/hardware/), e.g. laptop-cpu")] = None,
     country: Annotated[str | None, typer.Option(help="country whose electricity prices the run: ISO code or name, e.g. NGA")] = None,
     currency: Annotated[str | None, typer.Option(help="currency of the cost figures, e.g. NGN")] = None,
-    executor: Annotated[str, typer.Option(help="where units of work run: inline (this process; the default)")] = "inline",
+    executor: Annotated[
+        str, typer.Option(help="where units of work run: inline (this process; the default) or ray (a Ray cluster: docs/scale-out.md)")
+    ] = "inline",
+    address: Annotated[str | None, typer.Option(help="the Ray cluster for --executor ray: auto (the one started on this machine) or HOST:PORT")] = None,
 ) -> None:
     """Evaluate models on tasks and languages; rerunning the same command resumes."""
     from bench.config import build_config
@@ -113,7 +116,9 @@ def run(
         fewshot=fewshot,
         cost_overrides=cost,
     )
-    outcome = run_config(settings, errors, executor=get_executor(executor))
+    if address is not None and executor != "ray":
+        raise UserError("--address names a Ray cluster; use it with --executor ray")
+    outcome = run_config(settings, errors, executor=get_executor(executor, **({"address": address} if address is not None else {})))
     costs, _ = run_costs(outcome.run_dir)  # this run's own folder: nothing of another version to skip
     prices = words_cost(row for found in costs for row in found.languages)
     currency = costs[0].settings.currency.code if costs else "USD"

@@ -118,6 +118,10 @@ class CostConfig(_Strict):
     currency: str = Field("USD", description="ISO 4217 code, as in configs/currencies.csv")
     electricity_table: Path | None = Field(None, description="your own copy of configs/electricity.csv")
     reference_apis: list[str] = Field(default_factory=lambda: list(DEFAULT_REFERENCE_APIS), description="provider:model ids from models.dev")
+    nodes: dict[str, str] = Field(
+        default_factory=dict,
+        description="machine → its own hardware profile, for sweeps on several machines (by the node name samples record: a Ray node's name, else the host name)",
+    )
 
 
 class RunConfig(_Strict):

@@ -10,6 +10,7 @@ from bench.config import ModelConfig, RunConfig
 from bench.cost.profiles import CostSettings, resolve_cost
 from bench.data import DataMissing
 from bench.errors import UserError, did_you_mean
+from bench.models.base import Preflight
 from bench.models.registry import preflight
 from bench.results import CellKey
 from bench.tasks import Doc, TaskSpec, get_task, load_docs, task_from_file
@@ -40,6 +41,7 @@ class Plan:
     cells: list[Cell]
     cost: CostSettings
     notes: list[str] = field(default_factory=list)
+    preflights: dict[str, Preflight] = field(default_factory=dict)  # by model slug: what each model's check found
 
 
 def _languages_per_task(tasks: list[TaskSpec], config: RunConfig, notes: list[str]) -> dict[str, list[str]]:
@@ -88,7 +90,7 @@ def make_plan(config: RunConfig) -> Plan:
     cost = resolve_cost(config.cost)
     notes: list[str] = []
     codes = _languages_per_task(tasks, config, notes)
-    models, slugs = [], set()
+    models, slugs, preflights = [], set(), {}
     skips: dict[int, Mapping[str, str]] = {}
     for model in config.models:
         checked = preflight(model)  # reference, device and memory (or endpoint, key and model) are checked before any run starts
@@ -97,6 +99,7 @@ def make_plan(config: RunConfig) -> Plan:
         while slug in slugs:
             slug += "+"
         slugs.add(slug)
+        preflights[slug] = checked
         models.append((model, slug, source.title or model.ref))
     docs: dict[tuple[str, str], tuple[list[Doc], dict[str, Doc] | None]] = {}
     for task in tasks:
@@ -124,4 +127,4 @@ def make_plan(config: RunConfig) -> Plan:
                 if (task.name, code) in docs:
                     cell_docs, reference = docs[(task.name, code)]
                     cells.append(Cell(model, slug, title, task, code, cell_docs, reference))
-    return Plan(cells, cost, notes)
+    return Plan(cells, cost, notes, preflights)

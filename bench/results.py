@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import re
@@ -193,13 +194,20 @@ def _file_safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:64] or "host"
 
 
+_RECORDS_IN_THIS_PROCESS = itertools.count()
+
+
 class Invocation:
-    """This process's record in a run folder: written when it starts, rewritten by this process only."""
+    """A process's record of one piece of work in a run folder: written when it starts, rewritten by
+    this process only. A process that evaluates several units in turn (a reused Ray worker) keeps one
+    record per unit, told apart by a sequence number."""
 
     def __init__(self, run_dir: Path, record: dict[str, Any]) -> None:
         self.record = {"schema_version": RESULTS_SCHEMA, "host": socket.gethostname(), "pid": os.getpid(), "status": "running", **record}
         stamp = str(self.record.get("started_at", "")).replace(":", "").replace("-", "").replace("+", "")
-        self.path = run_dir / INVOCATIONS / f"{self.record['pid']}-{_file_safe(str(self.record['host']))}-{_file_safe(stamp)}.json"
+        name = f"{self.record['pid']}-{_file_safe(str(self.record['host']))}-{_file_safe(stamp)}"
+        sequence = next(_RECORDS_IN_THIS_PROCESS)
+        self.path = run_dir / INVOCATIONS / (f"{name}-{sequence}.json" if sequence else f"{name}.json")
 
     def write(self, *, in_place_if_full: bool = False) -> None:
         """Write the record; ``in_place_if_full``: when the disk is full, rewrite the old file's bytes instead."""

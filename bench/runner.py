@@ -7,6 +7,7 @@ hash) is written once, and this process keeps its own invocation record.
 
 from __future__ import annotations
 
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,9 @@ class ProgressEvents:
         if not self.console.is_terminal:  # CI logs, `| tee`: a line per finished cell instead of a silent bar
             self.console.print(finished_line(result.label, result.summary, result.seconds), highlight=False, soft_wrap=True)
 
+    def note(self, text: str) -> None:
+        self.console.print(labelled("note:", "yellow", text), highlight=False, soft_wrap=True)
+
 
 def run(config: RunConfig, console: Console | None = None, backend_factory: BackendFactory = load_for_run, executor: Executor | None = None) -> RunOutcome:
     """Run every unfinished cell of ``config`` with ``executor`` (default: inline); finished samples are never recomputed.
@@ -102,7 +106,7 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
                 "versions": versions,
                 "git": git_commit(),
                 "hardware": hardware(),
-                "cost": plan.cost.record(),
+                "cost": plan.cost.for_node(socket.gethostname()).record(),
             },
         )
         results = _execute(chosen, units, job, invocation, store, console, pending)
@@ -115,7 +119,7 @@ def _units(plan: Plan, manifest: dict[str, Any]) -> list[WorkUnit]:
     """One unit per model, with the backend information an earlier invocation recorded for it."""
     units: dict[str, WorkUnit] = {}
     for cell in plan.cells:
-        unit = units.setdefault(cell.model_slug, WorkUnit(cell.model, [], manifest["models"].get(cell.model_slug)))
+        unit = units.setdefault(cell.model_slug, WorkUnit(cell.model, [], manifest["models"].get(cell.model_slug), plan.preflights.get(cell.model_slug)))
         unit.cells.append(cell)
     return list(units.values())
 

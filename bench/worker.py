@@ -11,8 +11,10 @@ that evaluates keeps its own invocation record (``bench.results.Invocation``), c
 from __future__ import annotations
 
 import contextlib
+import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +30,7 @@ from bench.crash_watch import CrashWatch
 from bench.environment import hardware, package_versions
 from bench.evaluation import evaluate_docs, generation_params, summarize
 from bench.kinds import TaskKind
-from bench.models.base import Backend, auto_batch_size
+from bench.models.base import Backend, Preflight, auto_batch_size
 from bench.models.registry import load_backend
 from bench.plan import Cell
 from bench.records import RESULTS_SCHEMA, Summary
@@ -66,10 +68,16 @@ class WorkUnit:
     model: ModelConfig
     cells: list[Cell]
     recorded_info: dict[str, Any] | None = None  # the backend information an earlier invocation recorded
+    preflight: Preflight | None = None  # what the plan's check found (device, memory estimate): what an executor asks a machine for
 
     @property
     def title(self) -> str:
         return self.cells[0].model_title
+
+    @property
+    def slug(self) -> str:
+        """The model's folder in the run folder (unique in a run, unlike its title)."""
+        return self.cells[0].model_slug
 
 
 @dataclass
@@ -90,6 +98,7 @@ class Events(Protocol):
     def cell_started(self, label: str) -> None: ...
     def samples_done(self, count: int) -> None: ...
     def cell_finished(self, result: CellResult) -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 class BudgetReached(Exception):
@@ -101,8 +110,10 @@ class BudgetReached(Exception):
 
 
 def cell_summary(cell: Cell, job: RunJob, samples: list[dict[str, Any]], model_info: dict[str, Any] | None) -> dict[str, Any]:
-    """A cell's summary from all its samples (so a resumed run gets the same)."""
+    """A cell's summary from all its samples (so a resumed run gets the same), priced as the machine that computed most of them."""
     ordered = sorted(samples, key=lambda sample: sample["doc_id"])
+    nodes = Counter(str(sample["node"]) for sample in ordered if sample.get("node"))
+    machine = nodes.most_common(1)[0][0] if nodes else None
     summary = {
         "schema_version": RESULTS_SCHEMA,
         "written_by": __version__,
@@ -114,8 +125,9 @@ def cell_summary(cell: Cell, job: RunJob, samples: list[dict[str, Any]], model_i
         "task": cell.task.name,
         "task_kind": cell.task.kind,
         "language": cell.language,
+        "nodes": dict(nodes),  # the machines that computed its samples
         **summarize(cell.task, ordered, job.config.seed),
-        "cost": cell_cost(ordered, job.cost, [cell.model_title, cell.model.ref], model_info),
+        "cost": cell_cost(ordered, job.cost.for_node(machine), [cell.model_title, cell.model.ref], model_info),
         "written_at": now(),
     }
     return Summary.checked(summary)
@@ -135,12 +147,14 @@ def chunks(docs: list[Doc], size: int) -> list[list[Doc]]:
 
 @dataclass
 class Worker:
-    """One process evaluating units of a run, under its own invocation record and crash watcher."""
+    """One process evaluating units of a run, under its own invocation record and crash watcher;
+    ``node`` names its machine in every sample it computes."""
 
     job: RunJob
     invocation: Invocation
     events: Events
     watch: CrashWatch | None = None
+    node: str = field(default_factory=socket.gethostname)
     spent_usd: float = 0.0  # what paid APIs charged this process so far
     store: RunStore = field(init=False)
 
@@ -210,7 +224,7 @@ class Worker:
                 todo = [doc for doc in chunk if doc.id not in finished]
                 if not todo:
                     continue
-                records = evaluate_docs(cell.task, todo, backend, params, cell.reference, meter)
+                records = [{**record, "node": self.node} for record in evaluate_docs(cell.task, todo, backend, params, cell.reference, meter)]
                 self.store.append_samples(cell.key, records)
                 finished.update({record["doc_id"]: record for record in records})
                 computed += len(records)
@@ -240,16 +254,29 @@ class Quiet:
     def cell_finished(self, result: CellResult) -> None:
         pass
 
+    def note(self, text: str) -> None:
+        pass
 
-def evaluate_elsewhere(unit: WorkUnit, job: RunJob, role: str, events: Events | None = None) -> list[CellResult]:
+
+def evaluate_elsewhere(unit: WorkUnit, job: RunJob, role: str, events: Events | None = None, node: str | None = None) -> list[CellResult]:
     """Evaluate a unit in a process other than the driver's (an executor's worker), under that
-    process's own invocation record (``role``: what kind of worker) and crash watcher."""
+    process's own invocation record (``role``: what kind of worker; ``node``: its machine's name in
+    the cluster, default the host name) and crash watcher; its record keeps the cost settings its machine is priced with."""
+    node = node or socket.gethostname()
     invocation = Invocation(
         job.run_dir,
-        {"role": role, "started_at": now(), "command": " ".join(sys.argv), "versions": package_versions(), "hardware": hardware(), "cost": job.cost.record()},
+        {
+            "role": role,
+            "node": node,
+            "started_at": now(),
+            "command": " ".join(sys.argv),
+            "versions": package_versions(),
+            "hardware": hardware(),
+            "cost": job.cost.for_node(node).record(),
+        },
     )
     with recorded(invocation) as watch:
-        return Worker(job, invocation, events or Quiet(), watch).evaluate(unit)
+        return Worker(job, invocation, events or Quiet(), watch, node=node).evaluate(unit)
 
 
 def closing_status(error: BaseException | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from bench.cost.apis import ApiPrice, cheapest, reference_price, same_model_pric
 from bench.cost.meter import Meter, Reading, cpu_power, rapl_delta_uj, rapl_zones, split_reading
 from bench.cost.pricing import cell_cost, price, usage
 from bench.cost.profiles import CostSettings, Country, Currency, HardwareProfile, find_country, find_currency, load_hardware, resolve_cost
+from bench.cost.report import machine_settings
 from bench.errors import UserError
 from bench.runner import run
 
@@ -245,6 +247,17 @@ def test_cost_settings_are_not_part_of_the_run_id() -> None:
         parse_config({**base, "cost": {"contry": "NGA"}}, "cfg.yaml")
 
 
+def test_each_machine_of_a_sweep_is_priced_with_its_own_profile() -> None:
+    settings = resolve_cost(CostConfig(hardware="laptop-cpu", nodes={"big": "desktop-gpu-8gb"}))
+    assert settings.for_node("big").hardware.name == "desktop-gpu-8gb"
+    assert settings.for_node("elsewhere").hardware.name == settings.for_node(None).hardware.name == "laptop-cpu"
+    machines = {"big": settings.for_node("big")}
+    assert machine_settings([{"node": "big"}, {"node": "big"}, {"node": "small"}], machines, settings).hardware.name == "desktop-gpu-8gb"
+    assert machine_settings([{"doc_id": "1"}], machines, settings) is settings  # samples written before nodes were recorded
+    with pytest.raises(UserError, match="unknown hardware profile 'desktop-gpu'"):
+        resolve_cost(CostConfig(nodes={"big": "desktop-gpu"}))
+
+
 # ---------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
@@ -272,6 +285,7 @@ def test_every_summary_has_a_consistent_cost_block_derivable_from_its_samples(ti
         cost = summary["cost"]
         assert_consistent(cost)
         assert cost["tokens"] == summary["tokens"] and cost["country"] == "NGA"
+        assert summary["nodes"] == {socket.gethostname(): summary["n_samples"]}  # the machine behind every sample
         assert cost["energy"]["method"] in ("tdp-estimate", "rapl") and cost["memory"]["peak_rss_mb"] > 0
     by_cell = {(s["task"], s["language"]): s for s in outcome.summaries}
     generate = by_cell[("mgsm_symbolic", "hau")]["cost"]

@@ -85,4 +85,4 @@ def test_unknown_and_uninstalled_executors_are_one_line_errors(tiny_model_dir: P
         text=True,
         timeout=120,
     )
-    assert cli.returncode == 2 and cli.stderr.strip().splitlines() == ["error: unknown executor 'nowhere'; choose one of: inline"]
+    assert cli.returncode == 2 and cli.stderr.strip().splitlines() == ["error: unknown executor 'nowhere'; choose one of: inline, ray"]

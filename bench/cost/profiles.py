@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import difflib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +171,11 @@ class CostSettings:
     country: Country
     currency: Currency
     reference_apis: tuple[ApiPrice, ...]
+    nodes: Mapping[str, HardwareProfile] = field(default_factory=dict)  # a machine's own profile, by the node name its samples record
+
+    def for_node(self, node: str | None) -> CostSettings:
+        """The settings a machine's work is priced with: its own profile where ``cost.nodes`` lists it, else the run's."""
+        return replace(self, hardware=self.nodes[node]) if node is not None and node in self.nodes else self
 
     def describe(self) -> dict[str, Any]:
         """The settings as recorded in every cost block."""
@@ -218,4 +223,5 @@ def resolve_cost(config: CostConfig) -> CostSettings:
         country=find_country(config.country, config.electricity_table),
         currency=find_currency(config.currency),
         reference_apis=tuple(reference_price(api) for api in config.reference_apis),
+        nodes={name: load_hardware(reference) for name, reference in config.nodes.items()},
     )

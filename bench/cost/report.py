@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,33 @@ from bench.results import READ_ERRORS, StoredCell, StoredRun, read_runs, unreada
 @dataclass
 class RunCosts:
     run_dir: Path
-    settings: CostSettings
+    settings: CostSettings  # the run's (its newest invocation's)
     languages: list[dict[str, Any]]  # one row per model and language
     models: list[dict[str, Any]]  # one row per model: its inference cells' cost and the same tokens on paid APIs
     total: dict[str, float]  # every cell of the run: hardware, electricity, paid APIs' charges, total
     run: StoredRun  # the manifest and the readable cells
+    machines: dict[str, CostSettings]  # each machine's own settings, by the node name its samples carry
+
+    def settings_for(self, samples: Iterable[Mapping[str, Any]]) -> CostSettings:
+        """The settings of the machine that computed most of ``samples`` (the run's when they name none)."""
+        return machine_settings(samples, self.machines, self.settings)
+
+
+def machine_settings(samples: Iterable[Mapping[str, Any]], machines: Mapping[str, CostSettings], default: CostSettings) -> CostSettings:
+    counts = Counter(str(sample["node"]) for sample in samples if sample.get("node"))
+    return machines.get(counts.most_common(1)[0][0], default) if counts else default
+
+
+def recorded_machines(manifest: Mapping[str, Any], overrides: Mapping[str, str | None]) -> dict[str, CostSettings]:
+    """Each machine's cost settings, from the newest invocation record it wrote (by node name, else host name)."""
+    found: dict[str, CostSettings] = {}
+    read: dict[str, CostSettings] = {}  # workers of one sweep mostly record the same settings: read each once
+    for record in manifest.get("invocations", []):
+        name, cost = record.get("node") or record.get("host"), record.get("cost")
+        if name and isinstance(cost, dict):
+            key = json.dumps(cost, sort_keys=True, default=str)
+            found[str(name)] = read[key] if key in read else read.setdefault(key, recorded_cost({**manifest, "cost": cost}, overrides))
+    return found
 
 
 def _metric(summary: Mapping[str, Any], name: str) -> float | None:
@@ -64,20 +88,22 @@ def _language_row(language: str, cells: list[StoredCell], input_price: float | N
 def run_cost(run: StoredRun, overrides: Mapping[str, str | None] | None = None) -> RunCosts:
     """Re-price one run from its samples, with the cost settings its manifest recorded and any overrides."""
     settings = recorded_cost(run.manifest, overrides or {})
+    machines = recorded_machines(run.manifest, overrides or {})
     languages, models, total = [], [], {"hardware": 0.0, "electricity": 0.0, "api": 0.0, "total": 0.0}
     for model in dict.fromkeys(cell.key.model for cell in run.cells):
         model_cells = [cell for cell in run.cells if cell.key.model == model]
+        own = machine_settings(_samples(model_cells), machines, settings)  # the machine that ran the model
         info = model_cells[0].summary.get("model_info")
         samples = _samples([cell for cell in model_cells if cell.priced] or model_cells)  # counting tokens is no inference
-        inference = cost_of(samples, settings, info)
+        inference = cost_of(samples, own, info)
         for language in dict.fromkeys(cell.language for cell in model_cells):
             chosen = [cell for cell in model_cells if cell.language == language]
-            languages.append(_language_row(language, chosen, unit_input_price(inference), settings))
+            languages.append(_language_row(language, chosen, unit_input_price(inference), own))
         names = [model_cells[0].title, model_cells[0].summary.get("model", "")]
-        models.append({"model": model_cells[0].title, "cost": inference, "apis": api_comparison(usage(samples), settings, names)})
-        everything = cost_of(_samples(model_cells), settings, info)["total"]
+        models.append({"model": model_cells[0].title, "cost": inference, "apis": api_comparison(usage(samples), own, names)})
+        everything = cost_of(_samples(model_cells), own, info)["total"]
         total = {part: total[part] + everything.get(part, 0.0) for part in total}
-    return RunCosts(run.path, settings, languages, models, total, run)
+    return RunCosts(run.path, settings, languages, models, total, run, machines)
 
 
 def run_costs(path: Path, overrides: Mapping[str, str | None] | None = None) -> tuple[list[RunCosts], list[str]]:

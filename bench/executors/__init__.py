@@ -34,6 +34,9 @@ def register_executor(entry: ExecutorEntry) -> ExecutorEntry:
 
 
 register_executor(ExecutorEntry("inline", "bench.executors.inline", "InlineExecutor", description="every unit in this process, one model at a time"))
+register_executor(
+    ExecutorEntry("ray", "bench.executors.ray", "RayExecutor", requires=("ray",), extra="ray", description="each model's cells as a task on a Ray cluster")
+)
 
 
 def executors() -> dict[str, ExecutorEntry]:

@@ -17,3 +17,14 @@ def physical_cores() -> int:
         allowed = logical
     # An allowed set smaller than the machine counts its SMT siblings too: scale it down.
     return max(1, min(physical, round(allowed * physical / logical)))
+
+
+def use_cores(declared: float) -> int:
+    """Compute with the CPUs a scheduler's node declares (at most the physical cores), in a process
+    it started with fewer threads (Ray sets ``OMP_NUM_THREADS`` to a task's CPUs, 1 by default);
+    the number of threads."""
+    import torch
+
+    threads = max(1, min(physical_cores(), int(declared)))
+    torch.set_num_threads(threads)
+    return threads

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from bench.cost.pricing import cost_of
+from bench.cost.profiles import CostSettings
 from bench.cost.report import RunCosts, run_cost
 from bench.errors import UserError
 from bench.formatting import format_score, language_group, metric_label, on_hundred_scale
@@ -24,6 +25,14 @@ from bench.kinds import TaskKind
 from bench.languages import display_name
 from bench.metrics import METRICS
 from bench.results import MANIFEST, READ_ERRORS, StoredCell, read_runs, run_folders, unreadable
+
+
+def describe_hardware(machine: Mapping[str, Any]) -> str:
+    """'NVIDIA H100 (80 GiB)' or 'Intel Xeon … (2 threads, CPU only)' from an environment.hardware() record."""
+    gpus = machine.get("gpus") or []
+    if gpus:
+        return ", ".join(f"{gpu['name']} ({gpu['memory_gib']:g} GiB)" for gpu in gpus)
+    return f"{machine.get('cpu') or 'unknown CPU'} ({machine.get('cpu_threads', '?')} threads, CPU only)"
 
 
 @dataclass
@@ -40,12 +49,13 @@ class Run:
 
     @property
     def hardware(self) -> str:
-        """The machine the run was measured on, e.g. 'NVIDIA H100 (80 GiB)' or 'Intel Xeon … (2 threads)'."""
-        machine = self.manifest.get("hardware") or {}
-        gpus = machine.get("gpus") or []
-        if gpus:
-            return ", ".join(f"{gpu['name']} ({gpu['memory_gib']:g} GiB)" for gpu in gpus)
-        return f"{machine.get('cpu') or 'unknown CPU'} ({machine.get('cpu_threads', '?')} threads, CPU only)"
+        """The machine the run was (last) measured on, e.g. 'NVIDIA H100 (80 GiB)' or 'Intel Xeon … (2 threads)'."""
+        return describe_hardware(self.manifest.get("hardware") or {})
+
+    def machine_hardware(self, node: str) -> str:
+        """What one machine of the run is, from the newest invocation record it wrote (by node name, else host name)."""
+        records = [record for record in self.manifest.get("invocations", []) if (record.get("node") or record.get("host")) == node]
+        return describe_hardware(records[-1].get("hardware") or {}) if records else self.hardware
 
     @property
     def commands(self) -> list[str]:
@@ -115,6 +125,17 @@ class Cell:
         return language_group(self.language)
 
     @property
+    def nodes(self) -> list[str]:
+        """The machines that computed its samples, most samples first (none for results written before nodes were recorded)."""
+        counts = self.summary.get("nodes") or {}
+        return sorted(counts, key=lambda node: -counts[node])
+
+    @cached_property
+    def settings(self) -> CostSettings:
+        """The cost settings of the machine that computed it."""
+        return self.run.costs.settings_for(self.samples)
+
+    @property
     def metric(self) -> str | None:
         """The headline (first) metric."""
         return next(iter(self.summary.get("metrics") or {}), None)
@@ -138,7 +159,7 @@ class Cell:
             return f"paid API {self.paid_api}"
         if self.endpoint:
             return f"served at {self.endpoint.get('base_url')}, client on {self.run.hardware}"
-        return self.run.hardware
+        return "; ".join(dict.fromkeys(self.run.machine_hardware(node) for node in self.nodes)) or self.run.hardware
 
     @property
     def scoring(self) -> str | None:
@@ -157,7 +178,7 @@ class Cell:
         """This cell's own cost block in US$ (None for counting tokens, which is not inference)."""
         if not self.stored.priced or not self.samples:
             return None
-        return cost_of(self.samples, self.run.costs.settings, self.summary.get("model_info"))
+        return cost_of(self.samples, self.settings, self.summary.get("model_info"))
 
 
 def peak_memory_mb(cell: Cell) -> float | None:
@@ -248,9 +269,10 @@ class Collection:
             "quantisation": info.get("quantization") or info.get("dtype") or "?",
             "dtype": info.get("dtype"),
             "device": info.get("device"),
+            "machine": ", ".join(cell.nodes),
             "hardware": cell.machine,
-            "hardware_profile": "per token" if cell.paid_api else cell.run.costs.settings.hardware.name,
-            "country": cell.run.costs.settings.country.iso3,
+            "hardware_profile": "per token" if cell.paid_api else cell.settings.hardware.name,
+            "country": cell.settings.country.iso3,
             "run_id": cell.run.run_id,
             "config_hash": cell.key[0],
             "task": cell.task,

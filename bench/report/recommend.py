@@ -47,7 +47,7 @@ def recommend(
         figures = collection.language_cost(here[0]) if here else None
         candidate = Candidate(
             model=first.title,
-            hardware=first.machine if first.paid_api else f"{first.run.costs.settings.hardware.name} ({first.machine})",
+            hardware=first.machine if first.paid_api else f"{first.settings.hardware.name} ({first.machine})",
             quality=sum(q for _, q in scored) / len(scored) if scored else None,
             tasks=[verdicts.purpose(cell.task, name) for cell, _ in scored],
             cells=[cell for cell, _ in scored],
