@@ -299,7 +299,7 @@ def test_every_summary_has_a_consistent_cost_block_derivable_from_its_samples(ti
     recomputed = cell_cost(sorted(records, key=lambda r: r["doc_id"]), settings, [outcome.summaries[0]["model_title"]])
     assert recomputed["total"] == pytest.approx(generate["total"])
     frame = results.load_summaries(outcome.run_dir)
-    assert {"cost.total.total", "cost.per_1m_input_tokens.total", "cost.energy.method", "cost.language.per_1000_words"} <= set(frame.columns)
+    assert {"cost.total.total", "cost.per_1m_input_tokens.total", "cost.energy.method", "cost.language.tokens_per_word"} <= set(frame.columns)
 
 
 def test_cost_command_shows_money_per_1000_words_per_language(tiny_run) -> None:
