@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +100,6 @@ class LlamaCppBackend(TokenizingBackend):
         )
         self.batch_size = batch_size if isinstance(batch_size, int) else 8  # requests per runner chunk; llama.cpp runs one sequence at a time
         self.max_length = n_ctx
-        self._logits_from = 0  # the held positions from here on have their logits in self.llm.scores
         self.bos_id, self.eos_id = self.llm.token_bos(), self.llm.token_eos()
         self.prefix_token_id = self.bos_id if self.bos_id >= 0 else self.eos_id
         self.chat_formatter = self._chat_formatter(spec.chat_template)
@@ -146,47 +144,22 @@ class LlamaCppBackend(TokenizingBackend):
         return [len(self._encode(text, special=False)) for text in texts]
 
     # ---------------------------------------------------------------- scoring
-    def _evaluate(self, tokens: list[int], scored_from: int) -> None:
-        """Make llama.cpp's state hold ``tokens`` with logits at every position from ``scored_from`` on.
-
-        Only what differs from what it already holds is evaluated, and logits are computed only
-        where they are read: the output layer is most of the work per token for a large vocabulary
-        (Gemma-3's 262k), and the positions before the first scored one are only context.
-        """
+    def _evaluate(self, tokens: list[int]) -> None:
+        """Make llama.cpp's state hold ``tokens``, evaluating only what differs from what it already holds."""
         held = self.llm.input_ids[: self.llm.n_tokens]
         common = 0
         for held_token, token in zip(held, tokens):
             if held_token != token:
                 break
             common += 1
-        if scored_from < self._logits_from:  # held positions from scored_from on have no logits: evaluate them again
-            common = min(common, scored_from)
         self.llm.n_tokens = common
-        start = max(common, scored_from)
-        with self._logits(False):
-            if common < start:
-                self.llm.eval(tokens[common:start])
-        with self._logits(True):
-            if start < len(tokens):
-                self.llm.eval(tokens[start:])
-        if start > common or self._logits_from > common:  # else the held positions from _logits_from on kept theirs
-            self._logits_from = start
-
-    @contextmanager
-    def _logits(self, every_position: bool) -> Iterator[None]:
-        """llama-cpp-python's eval computes and keeps the logits of every position, or of the last one only."""
-        before = self.llm._logits_all
-        self.llm._logits_all = every_position
-        try:
-            yield
-        finally:
-            self.llm._logits_all = before
+        if common < len(tokens):
+            self.llm.eval(tokens[common:])
 
     def _score(self, inputs: list[int], targets: list[int]) -> tuple[float, bool]:
         """The last len(targets) positions of ``inputs`` predict ``targets``."""
-        first = len(inputs) - len(targets)
-        self._evaluate(inputs, first)
-        rows = self.llm.scores[first : len(inputs)]
+        self._evaluate(inputs)
+        rows = self.llm.scores[len(inputs) - len(targets) : len(inputs)]
         logprobs = _log_softmax_rows(rows.astype(np.float64))
         picked = logprobs[np.arange(len(targets)), targets]
         return float(picked.sum()), bool((rows.argmax(axis=-1) == np.asarray(targets)).all())
@@ -242,18 +215,16 @@ class LlamaCppBackend(TokenizingBackend):
                 min_p=0.0,
                 repeat_penalty=1.0,
             )
-            with self._logits(False):  # sampling reads the last position's logits only
-                for token in sampler:
-                    first = first if first is not None else time.perf_counter()
-                    produced += 1
-                    if llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token):
-                        break
-                    tokens.append(token)
-                    streamed += self.llm.detokenize([token])
-                    tail = streamed[-256:].decode("utf-8", errors="ignore")
-                    if produced >= budget or any(stop and stop in tail for stop in params.stop):
-                        break
-            self._logits_from = self.llm.n_tokens  # what generation evaluated kept no logits
+            for token in sampler:
+                first = first if first is not None else time.perf_counter()
+                produced += 1
+                if llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token):
+                    break
+                tokens.append(token)
+                streamed += self.llm.detokenize([token])
+                tail = streamed[-256:].decode("utf-8", errors="ignore")
+                if produced >= budget or any(stop and stop in tail for stop in params.stop):
+                    break
             text = self.llm.detokenize(tokens).decode("utf-8", errors="replace")
             ended = time.perf_counter()
             first = first if first is not None else ended
