@@ -220,9 +220,9 @@ class RunConfig(_Strict):
         canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
-    def run_id(self) -> str:
-        """Stable folder name: the same config always resumes into the same run."""
-        return f"{self.name or 'run'}-{self.fingerprint()[:10]}"
+    def run_id(self, fingerprint: str | None = None) -> str:
+        """Stable folder name: the same config always resumes into the same run (``fingerprint``: when already computed)."""
+        return f"{self.name or 'run'}-{(fingerprint or self.fingerprint())[:10]}"
 
 
 def _file_digest(path: Path) -> str:

@@ -89,9 +89,10 @@ def run(config: RunConfig, console: Console | None = None, backend_factory: Back
     plan = make_plan(config)
     for note in [*backend_notes, *plan.notes]:
         console.print(labelled("note:", "yellow", note), highlight=False, soft_wrap=True)
-    run_id = config.run_id()
+    fingerprint = config.fingerprint()  # once per run: task files' contents are hashed
+    run_id = config.run_id(fingerprint)
     store = RunStore(config.output / run_id)
-    job = RunJob(config, run_id, config.fingerprint(), plan.cost, store.run_dir, backend_factory)
+    job = RunJob(config, run_id, fingerprint, plan.cost, store.run_dir, backend_factory)
     with RunLock(store.run_dir):
         pending = sum(len(cell.docs) - len(store.finished_samples(cell.key)) for cell in plan.cells)  # damage stops the run here
         versions = package_versions()
