@@ -103,6 +103,26 @@ def test_scores_do_not_depend_on_what_the_kv_cache_held_before(llama, monkeypatc
     assert llama.loglikelihood([second])[0].logprob == pytest.approx(alone[1], abs=1e-4)
 
 
+def test_each_position_is_decoded_once_and_its_logits_kept_for_the_requests_that_share_it() -> None:
+    from bench.models.llamacpp import _output_plan
+
+    context = [5, 1, 2]
+    jobs = [(context + [3], [3, 4]), (context, [6]), ([5, 9], [9, 8])]  # two choices of one question, then another text
+    assert _output_plan(jobs) == [
+        (0, {2, 3}, {0, 2}),  # decodes the context and its choice; keeps position 2's logits for the next choice, 0's for the third job
+        (3, set(), set()),  # decodes nothing: everything it scores is held
+        (1, {1}, set()),  # shares the first token, whose logits it reads
+    ]
+
+
+def test_shared_contexts_score_as_one_request_at_a_time(llama, shared_data: Path) -> None:
+    docs = load_docs(get_task("sib200"), "hau_Latn", limit=2, data_dir=shared_data)
+    requests = [LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices]
+    together = [result.logprob for result in llama.loglikelihood(requests)]
+    alone = [llama.loglikelihood([request])[0].logprob for request in requests]
+    assert together == alone  # SmolLM2: bit for bit (quantized Gemma 3 moves with how a sequence is split into decodes)
+
+
 def test_multiple_choice_agrees_with_transformers(llama, transformers_backend, shared_data: Path) -> None:
     task = get_task("sib200")
     docs = load_docs(task, "eng_Latn", limit=8, data_dir=shared_data)

@@ -1,16 +1,20 @@
 """The llama.cpp backend (llama-cpp-python): GGUF files run natively, about 5× faster than transformers on a CPU.
 
 Scoring does not use ``create_completion(echo=True, logprobs=…)``, which is misaligned for
-models without a BOS token; it evaluates token ids with the low-level ``eval`` and reads the
-logits llama.cpp keeps for every position (``logits_all``). The KV cache is reused across
-requests that share a prefix (for instance the context of multiple-choice questions).
+models without a BOS token; it decodes token ids itself, in the same ``n_batch`` chunks as
+``Llama.eval``, and asks llama.cpp for logits only at the positions that are scored (the output
+layer of a 262k vocabulary costs more than the rest of a small model). The KV cache is reused
+across requests that share a prefix (for instance the context of multiple-choice questions): a
+position's logits are computed once, in the decode that first reaches it, and kept for the later
+requests that read it.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ from bench.models.sources import resolve
 from bench.models.threads import physical_cores
 
 DEFAULT_CONTEXT = 2048
+N_BATCH = 512  # tokens per llama.cpp decode
 INSTALL_HINT = "install it with `python install.py llamacpp` in the accessbench checkout (it builds llama.cpp from source for this CPU, 5-12 minutes)"
 
 
@@ -45,9 +50,39 @@ def llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def _log_softmax_rows(rows: np.ndarray) -> np.ndarray:
-    shifted = rows - rows.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+def _pick(row: np.ndarray, target: int) -> tuple[float, bool]:
+    """The log-probability of ``target`` under one row of logits (in float64), and whether it is the argmax."""
+    shifted = row.astype(np.float64) - float(row.max())
+    return float(shifted[target] - np.log(np.exp(shifted).sum())), int(row.argmax()) == target
+
+
+def _common_length(first: Sequence[int], second: Sequence[int]) -> int:
+    length = 0
+    for a, b in zip(first, second):
+        if a != b:
+            break
+        length += 1
+    return length
+
+
+def _output_plan(jobs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[int, set[int], set[int]]]:
+    """For each job, in order: where its decode starts (what it shares with the job before it; the first
+    starts from an empty cache, so that scores never depend on an earlier call), the scored positions it
+    computes for itself, and the positions it computes for later jobs, which hold them and never decode them."""
+    starts = [0] + [_common_length(before, inputs) for (before, _), (inputs, _) in pairwise(jobs)]
+    plan = []
+    for index, (inputs, targets) in enumerate(jobs):
+        start = starts[index]
+        own = set(range(max(len(inputs) - len(targets), start), len(inputs)))
+        later: set[int] = set()
+        unchanged_below = len(inputs)  # positions below this are still held, unchanged, when the later job runs
+        for (later_inputs, later_targets), later_start in zip(jobs[index + 1 :], starts[index + 1 :]):
+            unchanged_below = min(unchanged_below, later_start)
+            if unchanged_below <= start:
+                break
+            later.update(range(max(len(later_inputs) - len(later_targets), start), unchanged_below))
+        plan.append((start, own, later))
+    return plan
 
 
 def _gguf_context_and_vocabulary(path: Path) -> tuple[int, int]:
@@ -70,9 +105,9 @@ def preflight(spec: ModelConfig) -> Preflight:
         raise UserError(f"backend llamacpp cannot run here: {probe.reason}; or use backend: hf")
     trained, vocabulary = _gguf_context_and_vocabulary(path)
     n_ctx = spec.max_length or min(trained, DEFAULT_CONTEXT)
-    # Weights (the file) plus the float32 logits kept for every position of the context.
+    # Weights (the file) plus a batch of float32 logits, in llama.cpp's output buffer and in llama-cpp-python's copy.
     device = "cuda" if spec.device.startswith("cuda") else "cpu"
-    needed = path.stat().st_size + n_ctx * vocabulary * 4
+    needed = path.stat().st_size + 2 * N_BATCH * vocabulary * 4
     check_fits_bytes(spec.ref, needed, device, spec.max_memory)
     return Preflight(source, needed, {"context": n_ctx})
 
@@ -91,8 +126,8 @@ class LlamaCppBackend(TokenizingBackend):
         self.llm = Llama(
             model_path=str(path),
             n_ctx=n_ctx,
-            n_batch=512,
-            logits_all=True,
+            n_batch=N_BATCH,
+            logits_all=False,
             verbose=False,
             seed=seed,
             n_gpu_layers=gpu_layers,
@@ -144,45 +179,65 @@ class LlamaCppBackend(TokenizingBackend):
         return [len(self._encode(text, special=False)) for text in texts]
 
     # ---------------------------------------------------------------- scoring
-    def _evaluate(self, tokens: list[int]) -> None:
-        """Make llama.cpp's state hold ``tokens``, evaluating only what differs from what it already holds."""
-        held = self.llm.input_ids[: self.llm.n_tokens]
-        common = 0
-        for held_token, token in zip(held, tokens):
-            if held_token != token:
-                break
-            common += 1
-        self.llm.n_tokens = common
-        if common < len(tokens):
-            self.llm.eval(tokens[common:])
+    def _decode(self, tokens: list[int], start: int, outputs: set[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Evaluate ``tokens[start:]`` after the first ``start`` tokens llama.cpp holds, in ``Llama.eval``'s
+        chunks; yield ``(position, logits)`` for each position in ``outputs`` (a view, valid until the next step)."""
+        llm = self.llm
+        llm.n_tokens = start
+        llm._ctx.kv_cache_seq_rm(-1, start, -1)
+        n_vocab = llm.n_vocab()
+        for chunk_start in range(start, len(tokens), N_BATCH):
+            chunk = tokens[chunk_start : chunk_start + N_BATCH]
+            llm._batch.set_batch(batch=chunk, n_past=chunk_start, logits_all=False)  # flags the last token
+            flagged = [index for index in range(len(chunk)) if chunk_start + index in outputs]
+            for index in flagged:
+                llm._batch.batch.logits[index] = True
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[chunk_start : chunk_start + len(chunk)] = chunk
+            llm.n_tokens = chunk_start + len(chunk)
+            llm._requires_eval = False
+            for index in flagged:
+                yield chunk_start + index, np.ctypeslib.as_array(llm._ctx.get_logits_ith(index), shape=(n_vocab,))
 
-    def _score(self, inputs: list[int], targets: list[int]) -> tuple[float, bool]:
-        """The last len(targets) positions of ``inputs`` predict ``targets``."""
-        self._evaluate(inputs)
-        rows = self.llm.scores[len(inputs) - len(targets) : len(inputs)]
-        logprobs = _log_softmax_rows(rows.astype(np.float64))
-        picked = logprobs[np.arange(len(targets)), targets]
-        return float(picked.sum()), bool((rows.argmax(axis=-1) == np.asarray(targets)).all())
+    def _score_in_order(self, jobs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """Score ``(inputs, targets)`` pairs in this order: the last len(targets) positions of ``inputs``
+        predict ``targets``. Each job evaluates only what differs from the job before it, in one decode:
+        llama.cpp's quantized Gemma 3 scores move by up to 0.5 nats when a sequence is split into more."""
+        plan = _output_plan(jobs)
+        kept: dict[int, np.ndarray] = {}  # logits at positions later jobs read without evaluating them again
+        results = []
+        for (inputs, targets), (start, own, later) in zip(jobs, plan):
+            first = len(inputs) - len(targets)
+            kept = {position: row for position, row in kept.items() if position < start}
+            picked: dict[int, tuple[float, bool]] = {position: _pick(kept[position], targets[position - first]) for position in range(first, start)}
+            for position, row in self._decode(inputs, start, own | later):
+                if position in later:
+                    kept[position] = row.copy()
+                if position >= first:
+                    picked[position] = _pick(row, targets[position - first])
+            ordered = [picked[position] for position in range(first, len(inputs))]
+            results.append((float(np.sum([logprob for logprob, _ in ordered])), all(greedy for _, greedy in ordered)))
+        return results
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         encoded = [self._encode_pair(r.context, r.continuation) for r in requests]
-        results: list[LoglikelihoodResult | None] = [None] * len(requests)
-        # Sorted by the token sequence, requests that share a context follow each other and reuse its KV cache.
-        for index in sorted(range(len(requests)), key=lambda i: encoded[i][0] + encoded[i][1]):
-            context_ids, continuation_ids = encoded[index]
+        for request, (_, continuation_ids) in zip(requests, encoded):
             if not continuation_ids:
-                raise UserError(f"an empty continuation cannot be scored (context: {requests[index].context[:60]!r})")
-            sequence = self._scored_window(context_ids, continuation_ids)
-            targets = continuation_ids[-(len(sequence) - 1) :]
-            logprob, greedy = self._score(sequence[:-1], targets)
-            results[index] = LoglikelihoodResult(logprob, greedy, input_tokens=len(sequence) - 1, continuation_tokens=len(targets))
+                raise UserError(f"an empty continuation cannot be scored (context: {request.context[:60]!r})")
+        # Sorted by the token sequence, requests that share a context follow each other and reuse its KV cache.
+        order = sorted(range(len(requests)), key=lambda i: encoded[i][0] + encoded[i][1])
+        sequences = {index: self._scored_window(*encoded[index]) for index in order}
+        jobs = [(sequences[index][:-1], encoded[index][1][-(len(sequences[index]) - 1) :]) for index in order]
+        results: list[LoglikelihoodResult | None] = [None] * len(requests)
+        for index, (inputs, targets), (logprob, greedy) in zip(order, jobs, self._score_in_order(jobs)):
+            results[index] = LoglikelihoodResult(logprob, greedy, input_tokens=len(inputs), continuation_tokens=len(targets))
         return [result for result in results if result is not None]
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[RollingResult]:
         results = []
         for text in texts:
             tokens = self._encode(text, special=False)
-            total = sum(self._score(inputs, targets)[0] for inputs, targets in rolling_windows(tokens, self.prefix_token_id, self.max_length))
+            total = sum(logprob for logprob, _ in self._score_in_order(rolling_windows(tokens, self.prefix_token_id, self.max_length)))
             results.append(RollingResult(logprob=total, input_tokens=len(tokens)))
         return results
 
