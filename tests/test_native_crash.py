@@ -143,3 +143,16 @@ def test_choose_backend_notes_the_fallback(smollm2_ref: str, monkeypatch: pytest
     notes: list[str] = []
     assert registry.choose_backend(ModelConfig(ref=smollm2_ref, device="cpu"), notes) == "hf"
     assert notes == [f"{smollm2_ref} runs on transformers, not llama.cpp: it crashed; rebuild"]
+
+
+def test_choose_backend_notes_that_llama_cpp_is_not_installed(smollm2_ref: str, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.models import registry
+
+    monkeypatch.setattr(registry.BackendEntry, "installed", lambda self: self.name != "llamacpp")
+    notes: list[str] = []
+    assert registry.choose_backend(ModelConfig(ref=smollm2_ref, device="cpu"), notes) == "hf"
+    assert notes == [
+        f"{smollm2_ref} runs on transformers, after a one-off conversion of its GGUF; llama.cpp would run the file as it is "
+        "(`python install.py llamacpp` in the accessbench checkout)"
+    ]
+    assert registry.choose_backend(ModelConfig(ref=str(tiny_model_dir), device="cpu"), notes) == "hf" and len(notes) == 1  # not a GGUF: no note

@@ -185,17 +185,24 @@ def choose_backend(spec: ModelConfig, notes: list[str] | None = None) -> str:
     no transformers-only option is set, and its build passes the probe on this machine
     (``bench.models.native_probe``); else transformers.
 
-    When the probe fails, ``notes`` gets one line saying why and how to fix the build.
+    When llama.cpp is not installed or its probe fails, ``notes`` gets one line saying why and what to do.
     """
     if spec.backend != "auto":
         return spec.backend
     llamacpp = backend_entry("llamacpp")
-    if spec.device.startswith("cuda") or _unused_options(spec, llamacpp) or not llamacpp.installed():
+    if spec.device.startswith("cuda") or _unused_options(spec, llamacpp):
         return "hf"
     import torch
 
     on_cpu = spec.device == "cpu" or (spec.device == "auto" and not torch.cuda.is_available())
     if not (on_cpu and resolve(spec.ref, spec.revision).kind == "gguf"):
+        return "hf"
+    if not llamacpp.installed():
+        if notes is not None:
+            notes.append(
+                f"{spec.ref} runs on transformers, after a one-off conversion of its GGUF; llama.cpp would run the file as it is "
+                f"(`python install.py {llamacpp.extra}` in the accessbench checkout)"
+            )
         return "hf"
     probe = probe_llama_cpp()
     if not probe.ok:
