@@ -94,6 +94,7 @@ class ModelInfo:
     source: str
     endpoint: dict[str, Any] | None = None  # a served model: URL, model id, API, scoring, price (never a key)
     dtype_reason: str | None = None  # why this dtype (e.g. what `dtype: auto` found on this CPU)
+    threads: int | None = None  # CPU threads the backend computes with (None: it computes elsewhere, e.g. an endpoint)
 
 
 class Backend(Protocol):

@@ -38,6 +38,7 @@ from bench.models.gguf_cache import converted_dir, ensure_converted
 from bench.models.gguf_header import read_header
 from bench.models.memory import MemoryEstimate, check_fits
 from bench.models.sources import ModelSource, resolve
+from bench.models.threads import compute_threads
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -139,6 +140,8 @@ class HFBackend(TokenizingBackend):
             choice = auto_cpu_dtype(key, self._check_logprobs)
             self.dtype_name, dtype_reason = choice.dtype, f"auto: {choice.reason}"
         torch.manual_seed(seed)
+        threads = compute_threads()
+        torch.set_num_threads(threads)
         self.model, self.tokenizer = self._load(self.source, self.dtype_name)
         self.model.eval()
         self.input_device = self.model.device if spec.device_map is None else next(self.model.parameters()).device
@@ -163,6 +166,7 @@ class HFBackend(TokenizingBackend):
             quantization=spec.quantization or ("gguf-dequantised" if self.source.kind == "gguf" else None),
             source=self.source.location,
             dtype_reason=dtype_reason,
+            threads=threads if self.device == "cpu" else None,
         )
 
     # ---------------------------------------------------------------- loading

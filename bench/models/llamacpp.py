@@ -39,7 +39,7 @@ from bench.models.gguf_header import read_header
 from bench.models.memory import check_fits_bytes
 from bench.models.native_probe import probe_llama_cpp
 from bench.models.sources import resolve
-from bench.models.threads import physical_cores
+from bench.models.threads import compute_threads
 
 DEFAULT_CONTEXT = 2048
 N_BATCH = 512  # tokens per llama.cpp decode
@@ -123,6 +123,7 @@ class LlamaCppBackend(TokenizingBackend):
 
         path = Path(self.source.location)
         gpu_layers = -1 if spec.device.startswith("cuda") else 0
+        threads = compute_threads()
         self.llm = Llama(
             model_path=str(path),
             n_ctx=n_ctx,
@@ -131,7 +132,7 @@ class LlamaCppBackend(TokenizingBackend):
             verbose=False,
             seed=seed,
             n_gpu_layers=gpu_layers,
-            n_threads=physical_cores(),
+            n_threads=threads,
         )
         self.batch_size = batch_size if isinstance(batch_size, int) else 8  # requests per runner chunk; llama.cpp runs one sequence at a time
         self.max_length = n_ctx
@@ -147,6 +148,7 @@ class LlamaCppBackend(TokenizingBackend):
             device="cuda" if gpu_layers else "cpu",
             quantization=self._file_type(),
             source=str(path),
+            threads=threads,
         )
 
     def _file_type(self) -> str:

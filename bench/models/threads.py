@@ -19,6 +19,15 @@ def physical_cores() -> int:
     return max(1, min(physical, round(allowed * physical / logical)))
 
 
+def compute_threads() -> int:
+    """Threads a backend computes with on a CPU: the physical cores this process may use, or fewer
+    where torch was told fewer (``OMP_NUM_THREADS``, ``torch.set_num_threads``, ``use_cores``).
+    torch's default counts SMT siblings on some builds, which slows matrix kernels down."""
+    import torch
+
+    return max(1, min(physical_cores(), torch.get_num_threads()))
+
+
 def use_cores(declared: float) -> int:
     """Compute with the CPUs a scheduler's node declares (at most the physical cores), in a process
     it started with fewer threads (Ray sets ``OMP_NUM_THREADS`` to a task's CPUs, 1 by default);
