@@ -144,3 +144,35 @@ def test_generation_is_greedy_counts_tokens_and_stops(llama) -> None:
     stop = first.text.strip()[:2]
     stopped = llama.generate([GenerationRequest(request.context, GenerationParams(max_new_tokens=20, stop=(stop,)))])[0]
     assert stop not in stopped.text
+
+
+def test_greedy_generations_decoded_together_are_those_of_llama_cpp_pythons_own_loop(llama) -> None:
+    import llama_cpp
+
+    params = GenerationParams(max_new_tokens=12, stop=("\n",))
+    contexts = ["What is 3 + 4?", "Name a colour.", "Translate 'water' into French, Hausa and Swahili.", "Say hello.", "Count to five."]
+    together = llama.generate([GenerationRequest(context, params) for context in contexts])  # 5 requests: a batch of 4, then 1
+    assert llama.generation_sequences == 4
+    for context, result in zip(contexts, together):
+        tokens: list[int] = []
+        for token in llama.llm.generate(llama._prompt_ids(context, params), temp=0.0, top_k=1, repeat_penalty=1.0):
+            if llama_cpp.llama_vocab_is_eog(llama.llm._model.vocab, token) or len(tokens) == 12:
+                break
+            tokens.append(token)
+        expected = llama.llm.detokenize(tokens).decode("utf-8", errors="replace").split("\n")[0]
+        assert result.text == expected, context
+        assert result.input_tokens == len(llama._prompt_ids(context, params)) and 0 < result.output_tokens <= 12
+
+
+def test_sampled_generation_is_seeded(smollm2_ref: str) -> None:
+    from bench.models.llamacpp import LlamaCppBackend
+
+    request = GenerationRequest("Tell me about the sea.", GenerationParams(max_new_tokens=10, greedy=False, temperature=1.0))
+    texts = []
+    for _ in range(2):
+        backend = LlamaCppBackend(ModelConfig(ref=smollm2_ref, backend="llamacpp"), seed=7)
+        try:
+            texts.append(backend.generate([request])[0].text)
+        finally:
+            backend.close()
+    assert texts[0] == texts[1] and texts[0]

@@ -23,6 +23,7 @@ import numpy as np
 from bench.config import BatchSize, ModelConfig
 from bench.errors import UserError
 from bench.models.base import (
+    GenerationParams,
     GenerationRequest,
     GenerationResult,
     LoglikelihoodRequest,
@@ -36,6 +37,7 @@ from bench.models.base import (
     truncate_at_stop,
 )
 from bench.models.gguf_header import read_header
+from bench.models.llamacpp_batch import BatchedGreedy
 from bench.models.memory import check_fits_bytes
 from bench.models.native_probe import probe_llama_cpp
 from bench.models.sources import resolve
@@ -43,6 +45,7 @@ from bench.models.threads import compute_threads
 
 DEFAULT_CONTEXT = 2048
 N_BATCH = 512  # tokens per llama.cpp decode
+GENERATION_SEQUENCES = 4  # greedy generations decoded together, at most
 INSTALL_HINT = "install it with `python install.py llamacpp` in the accessbench checkout (it builds llama.cpp from source for this CPU, 5-12 minutes)"
 
 
@@ -85,11 +88,19 @@ def _output_plan(jobs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[int,
     return plan
 
 
-def _gguf_context_and_vocabulary(path: Path) -> tuple[int, int]:
-    """Training context length and vocabulary size from a GGUF header (no weights read)."""
+def _gguf_shape(path: Path) -> tuple[int, int, int]:
+    """Training context length, vocabulary size and float16 KV-cache bytes per token, from a GGUF header (no weights read)."""
     header = read_header(path)
-    trained = header.integer(f"{header.string('general.architecture')}.context_length") or DEFAULT_CONTEXT
-    return trained, header.array_lengths["tokenizer.ggml.tokens"]
+    architecture = header.string("general.architecture")
+
+    def field(name: str) -> int | None:
+        return header.integer(f"{architecture}.{name}")
+
+    trained = field("context_length") or DEFAULT_CONTEXT
+    heads = field("attention.head_count") or 1
+    head_size = field("attention.key_length") or (field("embedding_length") or 0) // heads
+    kv_bytes = (field("block_count") or 0) * 2 * (field("attention.head_count_kv") or heads) * head_size * 2
+    return trained, header.array_lengths["tokenizer.ggml.tokens"], kv_bytes
 
 
 def preflight(spec: ModelConfig) -> Preflight:
@@ -103,17 +114,19 @@ def preflight(spec: ModelConfig) -> Preflight:
     probe = probe_llama_cpp()
     if not probe.ok:
         raise UserError(f"backend llamacpp cannot run here: {probe.reason}; or use backend: hf")
-    trained, vocabulary = _gguf_context_and_vocabulary(path)
+    trained, vocabulary, kv_bytes = _gguf_shape(path)
     n_ctx = spec.max_length or min(trained, DEFAULT_CONTEXT)
-    # Weights (the file) plus a batch of float32 logits, in llama.cpp's output buffer and in llama-cpp-python's copy.
+    # Weights (the file), a batch of float32 logits (llama.cpp's output buffer and llama-cpp-python's copy),
+    # and the KV caches: scoring's context and greedy generation's streams.
     device = "cuda" if spec.device.startswith("cuda") else "cpu"
-    needed = path.stat().st_size + 2 * N_BATCH * vocabulary * 4
+    needed = path.stat().st_size + 2 * N_BATCH * vocabulary * 4 + (1 + GENERATION_SEQUENCES) * n_ctx * kv_bytes
     check_fits_bytes(spec.ref, needed, device, spec.max_memory)
     return Preflight(source, needed, {"context": n_ctx})
 
 
 class LlamaCppBackend(TokenizingBackend):
-    """Answers the backend protocol with llama.cpp, one sequence at a time, reusing shared prefixes."""
+    """Answers the backend protocol with llama.cpp: scoring one sequence at a time, reusing shared prefixes;
+    greedy generation several sequences per decode."""
 
     def __init__(self, spec: ModelConfig, batch_size: BatchSize = "auto", seed: int = 1234) -> None:
         self.spec = spec
@@ -134,7 +147,10 @@ class LlamaCppBackend(TokenizingBackend):
             n_gpu_layers=gpu_layers,
             n_threads=threads,
         )
-        self.batch_size = batch_size if isinstance(batch_size, int) else 8  # requests per runner chunk; llama.cpp runs one sequence at a time
+        self.batch_size = batch_size if isinstance(batch_size, int) else 8  # requests per runner chunk
+        # Greedy generation decodes this many sequences together, each in its own KV stream of max_length tokens.
+        self.generation_sequences = min(self.batch_size, GENERATION_SEQUENCES)
+        self._batched_greedy: BatchedGreedy | None = None
         self.max_length = n_ctx
         self.bos_id, self.eos_id = self.llm.token_bos(), self.llm.token_eos()
         self.prefix_token_id = self.bos_id if self.bos_id >= 0 else self.eos_id
@@ -165,6 +181,8 @@ class LlamaCppBackend(TokenizingBackend):
         return Jinja2ChatFormatter(template=template, eos_token=special(self.eos_id), bos_token=special(self.bos_id))
 
     def close(self) -> None:
+        if self._batched_greedy is not None:
+            self._batched_greedy.close()
         self.llm.close()
 
     # ---------------------------------------------------------------- tokenisation
@@ -252,46 +270,54 @@ class LlamaCppBackend(TokenizingBackend):
         return ids
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Greedy requests several per decode (``llamacpp_batch``), the others one at a time with llama-cpp-python's sampler."""
+        prompts = [self._prompt_ids(request.context, request.params) for request in requests]
+        results: dict[int, GenerationResult] = {}
+        greedy = sorted((index for index, request in enumerate(requests) if request.params.greedy), key=lambda index: len(prompts[index]))
+        for start in range(0, len(greedy), self.generation_sequences):
+            group = greedy[start : start + self.generation_sequences]
+            budgets = [(prompts[index], self._budget(prompts[index], requests[index].params), requests[index].params.stop) for index in group]
+            for index, continuation in zip(group, self._batched().run(budgets)):
+                results[index] = self._result(
+                    continuation.tokens, prompts[index], continuation.produced, requests[index].params, continuation.ttft_seconds, continuation.decode_seconds
+                )
+        for index, request in enumerate(requests):
+            if not request.params.greedy:
+                results[index] = self._sample(prompts[index], request.params)
+        return [results[index] for index in range(len(requests))]
+
+    def _budget(self, prompt: list[int], params: GenerationParams) -> int:
+        return min(params.max_new_tokens, self.max_length - len(prompt))
+
+    def _batched(self) -> BatchedGreedy:
+        if self._batched_greedy is None:
+            self._batched_greedy = BatchedGreedy(self.llm, self.generation_sequences, self.max_length, N_BATCH)
+        return self._batched_greedy
+
+    def _result(self, tokens: list[int], prompt: list[int], produced: int, params: GenerationParams, ttft: float, decode: float) -> GenerationResult:
+        text = self.llm.detokenize(tokens).decode("utf-8", errors="replace")
+        return GenerationResult(truncate_at_stop(text, params.stop), input_tokens=len(prompt), output_tokens=produced, ttft_seconds=ttft, decode_seconds=decode)
+
+    def _sample(self, prompt: list[int], params: GenerationParams) -> GenerationResult:
+        """One prompt continued with llama-cpp-python's seeded sampler."""
         import llama_cpp
 
-        results = []
-        for request in requests:
-            params = request.params
-            prompt = self._prompt_ids(request.context, params)
-            budget = min(params.max_new_tokens, self.max_length - len(prompt))
-            started = time.perf_counter()
-            first: float | None = None
-            tokens: list[int] = []
-            produced = 0
-            streamed = b""  # per-token bytes, only to spot stop strings early; the text is decoded whole at the end
-            sampler = self.llm.generate(
-                prompt,
-                temp=0.0 if params.greedy else params.temperature,
-                top_k=1 if params.greedy else 0,
-                top_p=params.top_p,
-                min_p=0.0,
-                repeat_penalty=1.0,
-            )
-            for token in sampler:
-                first = first if first is not None else time.perf_counter()
-                produced += 1
-                if llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token):
-                    break
-                tokens.append(token)
-                streamed += self.llm.detokenize([token])
-                tail = streamed[-256:].decode("utf-8", errors="ignore")
-                if produced >= budget or any(stop and stop in tail for stop in params.stop):
-                    break
-            text = self.llm.detokenize(tokens).decode("utf-8", errors="replace")
-            ended = time.perf_counter()
-            first = first if first is not None else ended
-            results.append(
-                GenerationResult(
-                    text=truncate_at_stop(text, params.stop),
-                    input_tokens=len(prompt),
-                    output_tokens=produced,
-                    ttft_seconds=first - started,
-                    decode_seconds=ended - first,
-                )
-            )
-        return results
+        budget = self._budget(prompt, params)
+        started = time.perf_counter()
+        first: float | None = None
+        tokens: list[int] = []
+        produced = 0
+        streamed = b""  # per-token bytes, only to spot stop strings early; the text is decoded whole at the end
+        for token in self.llm.generate(prompt, temp=params.temperature, top_k=0, top_p=params.top_p, min_p=0.0, repeat_penalty=1.0):
+            first = first if first is not None else time.perf_counter()
+            produced += 1
+            if llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token):
+                break
+            tokens.append(token)
+            streamed += self.llm.detokenize([token])
+            tail = streamed[-256:].decode("utf-8", errors="ignore")
+            if produced >= budget or any(stop and stop in tail for stop in params.stop):
+                break
+        ended = time.perf_counter()
+        first = first if first is not None else ended
+        return self._result(tokens, prompt, produced, params, first - started, ended - first)

@@ -1,0 +1,101 @@
+"""Greedy generation of several sequences per llama.cpp decode.
+
+One decode step reads every weight once whatever the number of sequences in it, so decoding
+``sequences`` prompts together costs little more than decoding one. Each sequence has its own KV
+stream (``kv_unified`` off), so its attention sees only its own cells, in order, as when it runs
+alone: the tokens are those of one-at-a-time greedy decoding wherever llama.cpp's kernels treat a
+row independently of the others in its batch (SmolLM2's do, bit for bit).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class _Stream:
+    """One prompt being continued in its own llama.cpp sequence."""
+
+    prompt: list[int]
+    budget: int
+    stops: tuple[str, ...]
+    tokens: list[int] = field(default_factory=list)
+    produced: int = 0
+    streamed: bytes = b""  # per-token bytes, only to spot stop strings early
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class Continuation:
+    tokens: list[int]  # generated, without the end-of-generation token
+    produced: int  # tokens generated, the end-of-generation token included
+    ttft_seconds: float  # until every sequence of the batch had its first token
+    decode_seconds: float  # after that
+
+
+class BatchedGreedy:
+    """A llama.cpp context of ``sequences`` separate KV streams of ``context`` tokens each, on ``llm``'s model."""
+
+    def __init__(self, llm: Any, sequences: int, context: int, n_batch: int) -> None:
+        import llama_cpp
+        from llama_cpp import _internals as internals
+
+        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+        params.n_seq_max, params.kv_unified, params.n_ctx = sequences, False, sequences * context
+        self.llm, self.sequences, self.n_batch = llm, sequences, n_batch
+        self.ctx = internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+        self.memory = llama_cpp.llama_get_memory(self.ctx.ctx)
+        self.n_vocab = llm.n_vocab()
+        self.is_end = lambda token: bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
+        self._clear = lambda: llama_cpp.llama_memory_clear(self.memory, True)
+
+    def close(self) -> None:
+        self.batch.close()
+        self.ctx.close()
+
+    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> list[np.ndarray]:
+        """Decode (token, position, sequence, wants logits) entries in one batch; the logits rows asked for, in order."""
+        batch = self.batch.batch
+        batch.n_tokens = len(entries)
+        for index, (token, position, sequence, wants) in enumerate(entries):
+            batch.token[index], batch.pos[index], batch.n_seq_id[index] = token, position, 1
+            batch.seq_id[index][0], batch.logits[index] = sequence, wants
+        self.ctx.decode(self.batch)
+        return [np.ctypeslib.as_array(self.ctx.get_logits_ith(index), shape=(self.n_vocab,)).copy() for index, entry in enumerate(entries) if entry[3]]
+
+    def _take(self, stream: _Stream, token: int) -> None:
+        stream.produced += 1
+        if self.is_end(token):
+            stream.done = True
+            return
+        stream.tokens.append(token)
+        stream.streamed += self.llm.detokenize([token])
+        tail = stream.streamed[-256:].decode("utf-8", errors="ignore")
+        stream.done = stream.produced >= stream.budget or any(stop and stop in tail for stop in stream.stops)
+
+    def run(self, prompts: Sequence[tuple[list[int], int, tuple[str, ...]]]) -> list[Continuation]:
+        """Continue each (prompt ids, token budget, stop strings) greedily; at most ``sequences`` at once."""
+        assert 0 < len(prompts) <= self.sequences
+        streams = [_Stream(prompt, budget, stops) for prompt, budget, stops in prompts]
+        started = time.perf_counter()
+        self._clear()
+        # Prefill: every prompt's tokens, packed into decodes of n_batch; logits at each prompt's last token.
+        entries = [(token, position, index, position == len(s.prompt) - 1) for index, s in enumerate(streams) for position, token in enumerate(s.prompt)]
+        owners = [index for index, s in enumerate(streams) for _ in s.prompt[-1:]]
+        rows = [row for start in range(0, len(entries), self.n_batch) for row in self._decode(entries[start : start + self.n_batch])]
+        for index, row in zip(owners, rows):
+            self._take(streams[index], int(row.argmax()))
+        first = time.perf_counter()
+        while active := [index for index, s in enumerate(streams) if not s.done]:
+            step = [(streams[index].tokens[-1], len(streams[index].prompt) + len(streams[index].tokens) - 1, index, True) for index in active]
+            for index, row in zip(active, self._decode(step)):
+                self._take(streams[index], int(row.argmax()))
+        ended = time.perf_counter()
+        self._clear()
+        return [Continuation(s.tokens, s.produced, first - started, ended - first) for s in streams]
