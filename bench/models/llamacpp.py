@@ -169,7 +169,7 @@ class LlamaCppBackend(TokenizingBackend):
 
     def _file_type(self) -> str:
         description = self.llm._model.desc()  # e.g. "llama 135M Q4_1"
-        return description.rsplit(" ", 1)[-1] if description else "gguf"
+        return description.split(" ", 2)[-1] if description.count(" ") >= 2 else "gguf"  # "gemma3 270M Q4_K - Medium" -> "Q4_K - Medium"
 
     def _chat_formatter(self, setting: bool | str) -> Any | None:
         template = self.llm.metadata.get("tokenizer.chat_template")
