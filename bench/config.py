@@ -345,6 +345,8 @@ def build_config(
         data["models"] = list(models)
     if tasks:
         data["tasks"] = list(tasks)
+        if isinstance(data.get("task_languages"), dict):  # the file's narrowing of tasks the command line left out does not apply
+            data["task_languages"] = {task: codes for task, codes in data["task_languages"].items() if task in data["tasks"]}
     if languages:
         data["languages"] = list(languages)
     if limit is not None:

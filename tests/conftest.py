@@ -42,8 +42,8 @@ def _tiny_corpus() -> list[str]:
     return texts
 
 
-def _save_tiny_model(folder: Path, architecture: str) -> Path:
-    """A 2-layer decoder with random weights and a small byte-level BPE tokenizer, saved as a local checkpoint."""
+def save_random_model(folder: Path, architecture: str, hidden_size: int = 32, intermediate_size: int = 64, layers: int = 2) -> Path:
+    """A decoder with random weights (2 layers by default) and a small byte-level BPE tokenizer, saved as a local checkpoint."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -58,9 +58,9 @@ def _save_tiny_model(folder: Path, architecture: str) -> Path:
     torch.manual_seed(0)
     common = dict(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
@@ -79,13 +79,13 @@ def _save_tiny_model(folder: Path, architecture: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Llama checkpoint."""
-    return _save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
+    return save_random_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
 
 
 @pytest.fixture(scope="session")
 def tiny_gemma3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Gemma 3 checkpoint with a sliding-window layer (a cache of a different kind)."""
-    return _save_tiny_model(tmp_path_factory.mktemp("tiny-gemma3"), "gemma3")
+    return save_random_model(tmp_path_factory.mktemp("tiny-gemma3"), "gemma3")
 
 
 @pytest.fixture(scope="session")

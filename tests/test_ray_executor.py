@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, save_random_model
 
 from bench import results
 from bench.config import RunConfig, parse_config
@@ -114,30 +114,9 @@ def cluster() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def larger_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def larger_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight Llama of ~4M parameters (the tiny model's tokenizer): ~334 MB by the preflight's estimate."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("larger-llama")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=256,
-        intermediate_size=1024,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+    return save_random_model(tmp_path_factory.mktemp("larger-llama"), "llama", hidden_size=256, intermediate_size=1024, layers=4)
 
 
 def sweep(tiny: Path, larger: Path, output: Path) -> dict[str, Any]:

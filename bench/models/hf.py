@@ -134,14 +134,14 @@ class HFBackend(TokenizingBackend):
         self.spec = spec
         checked = preflight(spec)
         self.source, self.device, self.dtype_name = checked.source, str(checked.resolved["device"]), str(checked.resolved["dtype"])
+        threads = compute_threads()
+        torch.set_num_threads(threads)  # before the dtype check, which runs the model too
         dtype_reason = "as configured" if spec.dtype != "auto" else "auto: bfloat16 on a GPU"
         if spec.dtype == "auto" and self.device == "cpu":
             key = f"{self.source.cache_key or self.source.location}@{self.source.revision}|torch {torch.__version__}"
             choice = auto_cpu_dtype(key, self._check_logprobs)
             self.dtype_name, dtype_reason = choice.dtype, f"auto: {choice.reason}"
         torch.manual_seed(seed)
-        threads = compute_threads()
-        torch.set_num_threads(threads)
         self.model, self.tokenizer = self._load(self.source, self.dtype_name)
         self.model.eval()
         self.input_device = self.model.device if spec.device_map is None else next(self.model.parameters()).device

@@ -87,7 +87,7 @@ class BatchedGreedy:
         self._clear()
         # Prefill: every prompt's tokens, packed into decodes of n_batch; logits at each prompt's last token.
         entries = [(token, position, index, position == len(s.prompt) - 1) for index, s in enumerate(streams) for position, token in enumerate(s.prompt)]
-        owners = [index for index, s in enumerate(streams) for _ in s.prompt[-1:]]
+        owners = [index for index, s in enumerate(streams) if s.prompt]  # in the order of their flagged last tokens
         rows = [row for start in range(0, len(entries), self.n_batch) for row in self._decode(entries[start : start + self.n_batch])]
         for index, row in zip(owners, rows):
             self._take(streams[index], int(row.argmax()))
