@@ -25,7 +25,7 @@ CONTEXTS = [
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir: Path) -> HFBackend:
-    return HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu"), batch_size=4)
+    return HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", dtype="float32"), batch_size=4)
 
 
 def plain_forward_logprob(backend: HFBackend, context_ids: list[int], continuation_ids: list[int]) -> tuple[float, bool]:
@@ -57,7 +57,7 @@ def test_loglikelihood_equals_a_plain_forward_pass_in_padded_batches(backend: HF
 
 
 def test_batch_size_does_not_change_scores(tiny_model_dir: Path, backend: HFBackend) -> None:
-    single = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu"), batch_size=1)
+    single = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", dtype="float32"), batch_size=1)
     requests = [LoglikelihoodRequest(c, x) for c, x in CONTEXTS]
     for one, many in zip(single.loglikelihood(requests), backend.loglikelihood(requests)):
         assert one.logprob == pytest.approx(many.logprob, abs=1e-4)
@@ -78,8 +78,40 @@ SHARED = [  # the choices of three multiple-choice items and one lone request
 @pytest.mark.parametrize("fixture", ["tiny_model_dir", "tiny_gemma3_dir"])
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_choices_sharing_a_context_score_as_plain_forward_passes(fixture: str, batch_size: int, request: pytest.FixtureRequest) -> None:
-    shared = HFBackend(ModelConfig(ref=str(request.getfixturevalue(fixture)), device="cpu"), batch_size=batch_size)
+    shared = HFBackend(ModelConfig(ref=str(request.getfixturevalue(fixture)), device="cpu", dtype="float32"), batch_size=batch_size)
     assert_scores_match_plain_forward_passes(shared, SHARED)
+
+
+INSTRUCTION = "Topics: science/technology, travel, politics, sports, health, entertainment, geography.\nText: "
+TEXTS = ["A fog bank rolls in from the ocean.", "The team won the final.", "Parliament passed the law late at night.", "Wash your hands often."]
+CELL = [  # one cell's items: every context starts with the task's instruction
+    *[(f"{INSTRUCTION}{text}\nTopic:", choice) for text in TEXTS for choice in (" science", " travel and tourism", " health")],
+    *[(f"{INSTRUCTION}{text}", " and then it was over.") for text in TEXTS],  # lone requests, scored without a shared context
+]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_model_dir", "tiny_gemma3_dir"])
+def test_items_sharing_an_instruction_score_as_plain_forward_passes(fixture: str, request: pytest.FixtureRequest) -> None:
+    assert_scores_match_plain_forward_passes(
+        HFBackend(ModelConfig(ref=str(request.getfixturevalue(fixture)), device="cpu", dtype="float32"), batch_size=4), CELL
+    )
+
+
+def test_the_instruction_every_item_shares_runs_once_per_batch(backend: HFBackend) -> None:
+    """A batch of four contexts runs their common prefix once, as one row, then only their own tokens."""
+    seen: list[tuple[int, ...]] = []
+    hook = backend.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        backend.loglikelihood([LoglikelihoodRequest(c, x) for c, x in CELL[:12:3]])  # four items, one choice each: lone requests
+    finally:
+        hook.remove()
+    instruction = len(backend._encode(INSTRUCTION.rstrip(), special=True))
+    prefix_rows, prefix_length = seen[0]
+    assert prefix_rows == 1 and instruction - 2 <= prefix_length <= instruction + 1  # the instruction, once (its last token may merge with the text)
+    rows, own_length = seen[1]
+    assert rows == 4 and len(seen) == 2
+    longest = max(len(split_pair(backend._encode, backend.prefix_token_id, c, x)[0]) for c, x in CELL[:12:3])
+    assert own_length < longest - prefix_length + 8  # only what follows the prefix (plus the continuation)
 
 
 def test_length_bands_trade_padding_against_passes() -> None:
@@ -129,7 +161,7 @@ def test_rolling_loglikelihood_equals_scoring_the_text_after_the_prefix_token(ba
 
 
 def test_rolling_windows_cover_texts_longer_than_the_context(tiny_model_dir: Path) -> None:
-    short = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", max_length=16), batch_size=4)
+    short = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", dtype="float32", max_length=16), batch_size=4)
     text = " ".join(["A fog bank rolls in from the ocean to cover a city."] * 4)
     [result] = short.loglikelihood_rolling([text])
     tokens = short._encode(text, special=False)
@@ -196,14 +228,14 @@ def test_a_model_too_big_for_ram_is_refused_before_loading(tmp_path: Path) -> No
         hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, vocab_size=128256
     ).save_pretrained(tmp_path)
     with pytest.raises(UserError) as error:
-        HFBackend(ModelConfig(ref=str(tmp_path), device="cpu"))
+        HFBackend(ModelConfig(ref=str(tmp_path), device="cpu", dtype="float32"))
     message = str(error.value)
     assert "\n" not in message
     assert "needs about" in message and "GiB" in message and "of RAM is free" in message
 
 
 def test_max_memory_limit_is_respected_and_a_smaller_dtype_is_suggested(tiny_model_dir: Path) -> None:
-    parameters = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu")).info.parameters
+    parameters = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", dtype="float32")).info.parameters
     fp32_need = int(parameters * 4 * 1.2 + 300 * 2**20)
     limit = f"{fp32_need - 1000}B"
     with pytest.raises(UserError, match="try --dtype bfloat16"):
@@ -226,12 +258,12 @@ def test_custom_code_needs_trust_remote_code(tmp_path: Path, tiny_model_dir: Pat
     config["model_type"] = "custom-thing"
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="trust_remote_code: true"):
-        HFBackend(ModelConfig(ref=str(tmp_path), device="cpu"))
+        HFBackend(ModelConfig(ref=str(tmp_path), device="cpu", dtype="float32"))
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_scores(tiny_model_dir: Path) -> None:
     texts = ["Sannu da zuwa, yaya aiki?", "Habari ya asubuhi.", "The cat sat on the mat today.", "Ina son koyon Hausa sosai."]
-    backend = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", backend="hf"), batch_size=4)
+    backend = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", dtype="float32", backend="hf"), batch_size=4)
     expected = [result.logprob for result in backend.loglikelihood_rolling(texts)]
     forward, failed_batches = backend.model.forward, []
 

@@ -155,6 +155,8 @@ class HFBackend(TokenizingBackend):
         self.use_chat_template = self.uses_chat_template(spec.chat_template, getattr(self.tokenizer, "chat_template", None) is not None)
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._shares_contexts = _returns_cache(self.model, self.input_device)
+        # Sliding-window layers count padding cells as distance, so a padded pass after a shared prefix is exact only within the window.
+        self._attention_window: int | None = getattr(self.model.config.get_text_config(), "sliding_window", None) or None
         self._kv_bytes_per_token = _kv_bytes_per_token(self.model.config, DTYPES[self.dtype_name])
         self.time_first_token = True  # the cost meter's hook in generate(); benchmarks/meter_overhead.py turns it off to price it
         self.info = ModelInfo(
@@ -275,30 +277,63 @@ class HFBackend(TokenizingBackend):
         """For each (inputs, targets): the last len(targets) positions of inputs predict targets.
 
         Sequences are left-padded so that every target sits at the end and only the needed
-        positions' logits are computed.
+        positions' logits are computed; the prefix they all share (a task's instruction) runs once.
         """
         keep = max(len(targets) for _, targets in batch)
-        ids, mask = self._left_pad([inputs for inputs, _ in batch])
         targets, valid = self._pad_targets([targets for _, targets in batch], left=True)
         with torch.inference_mode():
-            logits = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), keep, use_cache=False).logits[:, -keep:, :]
+            unscored = min(len(inputs) - len(targets) for inputs, targets in batch)  # a shared prefix must end before any scored position
+            output, _ = self._forward_sharing_prefix([inputs for inputs, _ in batch], unscored, keep, use_cache=False)
+            logits = output.logits[:, -keep:, :]
             return _target_logprobs(logits, targets.to(logits.device), valid.to(logits.device))
+
+    def _shared_prefix_length(self, sequences: list[list[int]], limit: int) -> int:
+        """How many leading tokens (at most ``limit``) every sequence shares, when running them once saves work; else 0.
+
+        Worth it when the tokens saved, the prefix times every row but one, outweigh the extra pass; exact only when
+        every row fits a sliding attention window, if the model has one.
+        """
+        if len(sequences) < 2 or not self._shares_contexts:
+            return 0
+        if self._attention_window is not None and max(len(sequence) for sequence in sequences) > self._attention_window:
+            return 0
+        first = sequences[0]
+        length = 0
+        while length < limit and all(len(sequence) > length and sequence[length] == first[length] for sequence in sequences):
+            length += 1
+        return length if length * (len(sequences) - 1) > PASS_COST_TOKENS.get(self.input_device.type, 48) else 0
+
+    def _forward_sharing_prefix(self, sequences: list[list[int]], limit: int, keep: int, use_cache: bool) -> tuple[Any, torch.Tensor]:
+        """One left-padded pass over ``sequences``; the token prefix they all share (up to ``limit`` tokens) runs once
+        before it, and its KV cache serves every row. Returns the output and the attention mask of every position
+        the cache holds (prefix included), which a later pass on that cache extends."""
+        shared = self._shared_prefix_length(sequences, limit)
+        ids, mask = self._left_pad([sequence[shared:] for sequence in sequences])
+        if not shared:
+            return self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), keep, use_cache=use_cache), mask
+        prefix = torch.tensor([sequences[0][:shared]], dtype=torch.long)
+        cache = self._forward(prefix, torch.ones_like(prefix), torch.arange(shared)[None], keep=1, use_cache=True).past_key_values
+        cache.reorder_cache(torch.zeros(len(sequences), dtype=torch.long, device=self.input_device))  # one copy per row
+        mask = torch.cat([torch.ones((len(sequences), shared), dtype=torch.long), mask], dim=1)  # [prefix][padding][own tokens]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        return self._forward(ids, mask, positions, keep, past_key_values=cache, use_cache=True), mask
 
     def _score_shared_batch(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[tuple[float, bool]]:
         """Score several continuations of each context, running every context once.
 
-        The contexts run as one left-padded batch that keeps its KV cache and the logits of its
-        last position, which predict every continuation's first token. Continuations of more than
-        one token then run on copies of their context's cache rows, right-padded, in bands of
-        similar length that trade padding against the number of passes. Results come continuation by continuation,
-        group by group.
+        The contexts run as one left-padded batch (after the prefix they all share, run once) that
+        keeps its KV cache and the logits of its last position, which predict every continuation's
+        first token. Continuations of more than one token then run on copies of their context's
+        cache rows, right-padded, in bands of similar length that trade padding against the number
+        of passes. Results come continuation by continuation, group by group.
         """
-        ids, mask = self._left_pad([context for context, _ in groups])
+        contexts = [context for context, _ in groups]
         continuations = [continuation for _, members in groups for continuation in members]
         owner = torch.tensor([row for row, (_, members) in enumerate(groups) for _ in members], dtype=torch.long)
         longer = sorted((i for i, continuation in enumerate(continuations) if len(continuation) > 1), key=lambda i: -len(continuations[i]))
         with torch.inference_mode():
-            output = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), keep=1, use_cache=bool(longer))
+            # The prefix every context shares (a task's instruction) runs once; each context keeps its last position.
+            output, mask = self._forward_sharing_prefix(contexts, min(len(context) for context in contexts) - 1, keep=1, use_cache=bool(longer))
             last = output.logits[:, -1:, :].index_select(0, owner.to(output.logits.device))
             firsts = torch.tensor([[continuation[0]] for continuation in continuations], device=last.device)
             scores = _target_logprobs(last, firsts, torch.ones_like(firsts, dtype=torch.bool))
