@@ -317,7 +317,7 @@ def test_calibrate_measures_prefill_and_decode(tiny_model_dir: Path) -> None:
     from bench.cost.calibrate import calibrate, weight_bytes
     from bench.models.hf import HFBackend
 
-    backend = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu"), batch_size=2)
+    backend = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", dtype="float32"), batch_size=2)
     rows = calibrate(backend, [1, 2], prompt_tokens=32, gen_tokens=6, repetitions=2, bandwidth_gbs=10.0)
     assert [(row.test, row.batch) for row in rows] == [("pp32", 1), ("tg6", 1), ("pp32", 2), ("tg6", 2)]
     assert all(row.tokens_per_second > 0 and len(row.runs) == 2 for row in rows)

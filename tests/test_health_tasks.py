@@ -40,7 +40,7 @@ def test_afrimed_defective_items_are_scored_without_crashing(shared_data: Path, 
     docs = load_docs(task, "eng", data_dir=shared_data)
     defective = {"66e85e06", "7f437c7d", "a302f032"}  # no options; A-D identical; D and E identical
     chosen = [doc for doc in docs if doc.id[:8] in defective] + docs[:3]
-    backend = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu"), batch_size=4)
+    backend = HFBackend(ModelConfig(ref=str(tiny_model_dir), device="cpu", dtype="float32"), batch_size=4)
     records = evaluate_docs(task, chosen, backend, GenerationParams(max_new_tokens=1))
     by_id = {record["doc_id"][:8]: record for record in records}
     assert by_id["66e85e06"]["values"] == {"acc": 0.0, "acc_norm_bytes": 0.0, "gold": None, "predicted": None, "defect": "no answer options"}

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def smollm2(smollm2_ref: str) -> HFBackend:
-    return HFBackend(ModelConfig(ref=smollm2_ref, device="cpu"), batch_size=4)
+    return HFBackend(ModelConfig(ref=smollm2_ref, device="cpu", dtype="float32"), batch_size=4)
 
 
 def test_packaged_model_loads_from_the_converted_cache(smollm2: HFBackend) -> None:

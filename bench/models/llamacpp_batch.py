@@ -3,8 +3,11 @@
 One decode step reads every weight once whatever the number of sequences in it, so decoding
 ``sequences`` prompts together costs little more than decoding one. Each sequence has its own KV
 stream (``kv_unified`` off), so its attention sees only its own cells, in order, as when it runs
-alone: the tokens are those of one-at-a-time greedy decoding wherever llama.cpp's kernels treat a
-row independently of the others in its batch (SmolLM2's do, bit for bit).
+alone: the tokens are those of one-at-a-time greedy decoding, except where the two best logits tie
+up to rounding (SmolLM2 on an AVX2 CPU: bit for bit; on an AVX-512 one, two of five test prompts
+took the other token of an exact float32 tie). One unified KV cache shared by the sequences
+instead moved SmolLM2's log-likelihoods by 0.1 nat (masked cells of other sequences in the
+attention), which is why scoring does not batch sequences this way.
 """
 
 from __future__ import annotations
