@@ -59,12 +59,26 @@ def llama_cpp_cmake_args() -> list[str]:
     return args
 
 
+def cpu_features() -> list[str]:
+    """The instruction-set flags of this CPU (``/proc/cpuinfo``), sorted; empty where the OS does not list them."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+    listed = next((line.split(":", 1)[1] for line in lines if line.split(":", 1)[0].strip() in ("flags", "Features")), "")
+    return sorted(set(listed.split()))
+
+
 def wheel_dir(cmake_args: list[str]) -> Path:
-    """The folder that holds llama-cpp-python wheels built with exactly these flags."""
+    """The folder that holds llama-cpp-python wheels built with exactly these flags, and for a native
+    build on a CPU with exactly these instruction sets: a wheel built native to an AVX-512 CPU dies
+    with SIGILL on an AVX2 one that shares the cache folder."""
     # The same folder as bench.paths.cache_dir (this script cannot import bench before it is installed).
     configured = os.environ.get("ACCESSBENCH_CACHE")
     cache = Path(configured) if configured else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "accessbench"
-    key = hashlib.sha256("\n".join([platform.machine(), sys.version.split()[0], *cmake_args]).encode()).hexdigest()[:16]
+    native = "-DGGML_NATIVE=ON" in cmake_args
+    key_parts = [platform.machine(), sys.version.split()[0], *cmake_args, *(cpu_features() if native else [])]
+    key = hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:16]
     return cache / "wheels" / f"llama-cpp-python-{key}"
 
 
