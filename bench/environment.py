@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -46,6 +47,15 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_summary() -> str:
+    """The CPU as benchmark figures should name it: model, logical CPUs and the vector extensions that change speed."""
+    from bench.models.cpu_dtype import cpu_flags
+
+    flags = cpu_flags()
+    shown = [name for name in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if name in flags]
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {' '.join(shown) or 'no AVX2/AVX-512/AMX'}"
 
 
 def gpus() -> list[dict[str, Any]]:

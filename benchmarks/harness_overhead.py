@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's bench, not an installed one
 
 from bench.config import ModelConfig, RunConfig, parse_config
+from bench.environment import cpu_summary
 from bench.models.base import Backend
 from bench.runner import run
 from bench.worker import load_for_run
@@ -96,6 +97,7 @@ def main() -> None:
         print(f"{summary['task']:10s} {summary['language']:10s} {summary['n_samples']:4d} items  acc {summary['metrics']['acc']['value']:.3f}")
     evaluation = ended - loaded_at[0]
     whole = ended - started
+    print(f"CPU: {cpu_summary()}")
     print(f"{items} items, {clock.calls} forward passes taking {clock.seconds:.2f} s")
     print(f"evaluation (loaded model to last summary): {evaluation:.2f} s wall, {1 - clock.seconds / evaluation:.1%} outside forward passes (target < 5 %)")
     print(f"whole run (with model load):               {whole:.2f} s wall, {1 - clock.seconds / whole:.1%} outside forward passes")

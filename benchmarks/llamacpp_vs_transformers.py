@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 
 from bench.config import GenerationConfig, ModelConfig
 from bench.cost.calibrate import measure_read_bandwidth_gbs, weight_bytes
+from bench.environment import cpu_summary
 from bench.evaluation import evaluate_docs, generation_params
 from bench.models.base import GenerationParams, GenerationRequest
 from bench.models.registry import load_backend
@@ -74,7 +75,7 @@ def main() -> None:
         "transformers float32": weight_bytes(backends["transformers float32"].model),
         "llama.cpp": gguf_tensor_bytes(backends["llama.cpp"].info.source),
     }
-    print(f"memory read bandwidth measured here: {bandwidth:.1f} GB/s")
+    print(f"CPU: {cpu_summary()}; memory read bandwidth measured here: {bandwidth:.1f} GB/s")
     rates = {name: decode_tokens_per_second(backend, args.new_tokens, args.repetitions) for name, backend in backends.items()}
     for name, rate in rates.items():
         bound = bandwidth * 1e9 / weights[name]

