@@ -6,11 +6,23 @@ because a user string such as ``[/x]`` or ``^[a-z0-9_]+$`` would be read as mark
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import TextIO
+
 from rich.console import Console
 from rich.text import Text
 
-console = Console(markup=False)
-errors = Console(stderr=True, markup=False)
+OFF_TERMINAL_WIDTH = 160  # a log or a pipe (CI, `| tee`) has no width; Rich's 80 would wrap every cell of the results table
+
+
+def _width(stream: TextIO) -> int | None:
+    """Rich's own width on a terminal or where COLUMNS is set, else one wide enough for the results table."""
+    return None if stream.isatty() or "COLUMNS" in os.environ else OFF_TERMINAL_WIDTH
+
+
+console = Console(markup=False, width=_width(sys.stdout))
+errors = Console(stderr=True, markup=False, width=_width(sys.stderr))
 
 
 def labelled(label: str, style: str, text: str) -> Text:
