@@ -59,14 +59,20 @@ def llama_cpp_cmake_args() -> list[str]:
     return args
 
 
+# Flags naming vector and matrix instruction sets a native ggml build may use (x86 and Arm); the others
+# (virtualisation, power management, mitigations) differ between VMs of one CPU and would only force rebuilds.
+INSTRUCTION_SET_PREFIXES = ("sse", "ssse", "avx", "amx", "fma", "f16c", "bmi", "asimd", "sve", "i8mm", "dotprod", "fphp")
+
+
 def cpu_features() -> list[str]:
-    """The instruction-set flags of this CPU (``/proc/cpuinfo``), sorted; empty where the OS does not list them."""
+    """This CPU's instruction-set flags (``/proc/cpuinfo``), sorted; empty where the OS does not list them.
+    (bench.models.cpu_dtype.cpu_flags reads the same file, but this script runs before bench is installed.)"""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return []
     listed = next((line.split(":", 1)[1] for line in lines if line.split(":", 1)[0].strip() in ("flags", "Features")), "")
-    return sorted(set(listed.split()))
+    return sorted({flag for flag in listed.split() if flag.startswith(INSTRUCTION_SET_PREFIXES)})
 
 
 def wheel_dir(cmake_args: list[str]) -> Path:
