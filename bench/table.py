@@ -85,8 +85,13 @@ def results_table(
         if per_1000_words:
             price = per_1000_words.get(key)
             cells.append("–" if price is None else f"{price:.2g}")
-        table.add_row(key[0], f"{display_name(languages[0])} ({', '.join(languages)})", *cells)
+        table.add_row(key[0], f"{display_name(languages[0])} ({', '.join(_most_specific(languages))})", *cells)
     return table
+
+
+def _most_specific(codes: list[str]) -> list[str]:
+    """The codes a row's tasks use, less those another code spells out (swh beside swh_Latn)."""
+    return [code for code in codes if not any(other.startswith(f"{code}_") for other in codes)]
 
 
 def words_cost(language_rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], float]:

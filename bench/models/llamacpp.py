@@ -49,8 +49,31 @@ GENERATION_SEQUENCES = 4  # greedy generations decoded together, at most
 INSTALL_HINT = "install it with `python install.py llamacpp` in the accessbench checkout (it builds llama.cpp from source for this CPU, 5-12 minutes)"
 
 
+# llama.cpp logs at error level that a sliding-window model's KV cache is kept at full size (Gemma 3;
+# what reusing a shared prefix needs): a notice, not an error, printed twice per model otherwise.
+NOTICES_NOT_PRINTED = (b"using full-size SWA cache",)
+_log_callback: list[Any] = []  # the ctypes callback llama.cpp holds, kept alive
+
+
 def llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
+
+
+def _drop_notices_from_the_log() -> None:
+    """llama.cpp's log goes through llama-cpp-python's own printer (its verbosity rules), less NOTICES_NOT_PRINTED."""
+    if _log_callback:
+        return
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import _logger
+
+    def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if not any(notice in text for notice in NOTICES_NOT_PRINTED):
+            _logger.llama_log_callback(level, text, user_data)
+
+    _log_callback.append(llama_cpp.llama_log_callback(forward))
+    llama_cpp.llama_log_set(_log_callback[0], ctypes.c_void_p(0))
 
 
 def _pick(row: np.ndarray, target: int) -> tuple[float, bool]:
@@ -134,6 +157,7 @@ class LlamaCppBackend(TokenizingBackend):
         self.source, n_ctx = checked.source, int(checked.resolved["context"])
         from llama_cpp import Llama
 
+        _drop_notices_from_the_log()
         path = Path(self.source.location)
         gpu_layers = -1 if spec.device.startswith("cuda") else 0
         threads = compute_threads()
