@@ -250,7 +250,9 @@ def accessbench_config(cells: list[Cell], model: dict[str, Any], batch_size: int
         "name": "vs-lm-eval",
         "models": [{**model, "device": "cpu", "chat_template": False}],
         "tasks": list(dict.fromkeys(cell.task.name for cell in cells)),
-        "languages": list(dict.fromkeys(cell.language for cell in cells)),  # a task skips the others' languages (no data)
+        "languages": list(dict.fromkeys(cell.language for cell in cells)),
+        # Each task only its own languages: AfriMMLU's swa is Swahili, which SIB-200 would take from the starter pack.
+        "task_languages": {task: [cell.language for cell in cells if cell.task.name == task] for task in dict.fromkeys(cell.task.name for cell in cells)},
         "fewshot": 0,
         "batch_size": batch_size,
         "data_dir": str(work / "data"),
