@@ -12,7 +12,7 @@ import torch
 from bench.config import ModelConfig
 from bench.errors import UserError
 from bench.models.base import GenerationParams, GenerationRequest, LoglikelihoodRequest, split_pair, truncate_at_stop
-from bench.models.hf import HFBackend, length_bands
+from bench.models.hf import PACKED_CONTINUATION_TOKENS, HFBackend, length_bands
 
 CONTEXTS = [
     ("Question: what is 2 + 2?\nAnswer:", " 4"),
@@ -69,6 +69,8 @@ SHARED = [  # the choices of three multiple-choice items and one lone request
     ("Topics: science, travel, politics.\nText: A fog bank rolls in from the ocean to cover a city.\nTopic:", " politics of the day, at length"),
     ("Swali: 2 + 2 ni ngapi?\nJibu:", " 4"),
     ("Swali: 2 + 2 ni ngapi?\nJibu:", " nne"),
+    # longer than PACKED_CONTINUATION_TOKENS: runs on a copy of the context's cache after the packed pass
+    ("Swali: 2 + 2 ni ngapi?\nJibu:", " nne, kwa sababu mbili pamoja na mbili ni sawa na nne, kama tulivyojifunza shuleni zamani sana"),
     ("A lone context", " with its only continuation"),
     ("Q:", " a"),  # one-token choices: their context's last logits score them all
     ("Q:", " b"),
@@ -132,17 +134,36 @@ def test_length_bands_trade_padding_against_passes() -> None:
     assert length_bands([], pass_cost=6) == []
 
 
+def test_a_long_choice_runs_after_the_packed_pass(backend: HFBackend) -> None:
+    """The Swahili item's short choices ride in its context's row; the long one runs after, on the context's cache."""
+    requests = [LoglikelihoodRequest(c, x) for c, x in SHARED if c.startswith("Swali")]
+    pairs = [split_pair(backend._encode, backend.prefix_token_id, r.context, r.continuation) for r in requests]
+    short = [len(continuation) - 1 for _, continuation in pairs if len(continuation) - 1 <= PACKED_CONTINUATION_TOKENS]
+    [long] = [len(continuation) - 1 for _, continuation in pairs if len(continuation) - 1 > PACKED_CONTINUATION_TOKENS]
+    seen: list[int] = []
+    hook = backend.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"].numel()), with_kwargs=True)
+    try:
+        backend.loglikelihood(requests)
+    finally:
+        hook.remove()
+    assert seen == [len(pairs[0][0]) + sum(short), long]
+
+
 def test_a_shared_context_runs_once(backend: HFBackend) -> None:
-    """The three choices of the first item cost one context, not three."""
+    """The three choices of the first item cost one context, not three: the context and the short choices' own
+    tokens in one pass, then only the long choices' own tokens."""
     seen: list[int] = []
     hook = backend.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"].numel()), with_kwargs=True)
     try:
         backend.loglikelihood([LoglikelihoodRequest(c, x) for c, x in SHARED[:3]])
     finally:
         hook.remove()
-    context_ids, _ = split_pair(backend._encode, backend.prefix_token_id, *SHARED[0])
-    assert seen[0] == len(context_ids)  # the context batch, then bands of continuations on its cache
-    assert sum(seen[1:]) < len(context_ids)  # the continuations' own tokens only
+    pairs = [split_pair(backend._encode, backend.prefix_token_id, c, x) for c, x in SHARED[:3]]
+    assert len({tuple(context) for context, _ in pairs}) == 1
+    inputs = [len(continuation) - 1 for _, continuation in pairs]  # a choice's last token is only a target
+    short = sum(n for n in inputs if n <= PACKED_CONTINUATION_TOKENS)
+    assert seen[0] == len(pairs[0][0]) + short
+    assert sum(seen[1:]) <= max(inputs) * sum(1 for n in inputs if n > PACKED_CONTINUATION_TOKENS)  # the long ones, padded to the longest
 
 
 def test_trailing_space_of_context_moves_to_the_continuation(backend: HFBackend) -> None:

@@ -50,6 +50,9 @@ DEFAULT_MAX_LENGTH = 8192
 # on a 2-core CPU a pass costs ~90 ms and a token ~1.7 ms (SmolLM2, float32); a GPU pass costs as
 # much as hundreds of tokens. It decides when a band of continuations is worth its own pass.
 PASS_COST_TOKENS = {"cpu": 48, "cuda": 512}
+# Continuations of up to this many tokens (after the first) ride in their context's row in one pass; longer
+# ones run in bands on copies of the context's cache (they would pad every row of the batch).
+PACKED_CONTINUATION_TOKENS = 16
 
 transformers.logging.set_verbosity_error()  # the run's own progress bar is the one to watch
 transformers.utils.logging.disable_progress_bar()
@@ -160,6 +163,8 @@ class HFBackend(TokenizingBackend):
         # Sliding-window layers count padding cells as distance, so a padded pass after a shared prefix is exact only within the window.
         self._attention_window: int | None = getattr(self.model.config.get_text_config(), "sliding_window", None) or None
         self._kv_bytes_per_token = _kv_bytes_per_token(self.model.config, DTYPES[self.dtype_name])
+        # The custom 4D attention mask that packed scoring passes: boolean for sdpa, additive for eager; None: no packing.
+        self._mask_kind = {"sdpa": "bool", "eager": "float"}.get(getattr(self.model.config, "_attn_implementation", None) or "")
         self.share_prefixes = True  # benchmarks/shared_prefix.py turns it off to measure what it saves
         self.time_first_token = True  # the cost meter's hook in generate(); benchmarks/meter_overhead.py turns it off to price it
         self.info = ModelInfo(
@@ -323,38 +328,112 @@ class HFBackend(TokenizingBackend):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
         return self._forward(ids, mask, positions, keep, cache=cache, use_cache=True), mask
 
+    def _forward_packed(
+        self, rows: list[list[int]], labels: list[list[int]], positions: list[list[int]], limit: int, keep: int, use_cache: bool
+    ) -> tuple[Any, torch.Tensor]:
+        """One left-padded pass over rows holding a context and then continuations' tokens (``labels``: -1 for
+        the context, else which continuation); a 4D attention mask lets each continuation see the context and
+        its own earlier tokens only, at ``positions`` continuing the context. The prefix every row shares (up to
+        ``limit`` tokens) runs once before, its KV cache copied per row. Returns the output and a 2D mask of the
+        context cells the cache holds (continuations' cells 0), which a later pass on that cache extends."""
+        shared = self._shared_prefix_length(rows, limit)
+        width = max(len(row) for row in rows) - shared
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        context_cells = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        context_cells[:, :shared] = 1
+        allowed = torch.zeros((len(rows), 1, width, shared + width), dtype=torch.bool)
+        allowed[:, 0, torch.arange(width), shared + torch.arange(width)] = True  # padding sees itself: no empty softmax
+        for index, (row, label, position) in enumerate(zip(rows, labels, positions)):
+            own = len(row) - shared
+            owner = torch.tensor(label[shared:])
+            seen = torch.ones((own, own), dtype=torch.bool).tril() & ((owner[None, :] == -1) | (owner[None, :] == owner[:, None]))
+            allowed[index, 0, width - own :, shared + width - own :] = seen
+            allowed[index, 0, width - own :, :shared] = True
+            ids[index, width - own :] = torch.tensor(row[shared:])
+            position_ids[index, width - own :] = torch.tensor(position[shared:])
+            context_cells[index, shared + width - own :] = (owner == -1).long()
+        mask = (
+            allowed
+            if self._mask_kind == "bool"
+            else torch.zeros(allowed.shape, dtype=self.model.dtype).masked_fill(~allowed, torch.finfo(self.model.dtype).min)
+        )
+        cache = None
+        if shared:
+            prefix = torch.tensor([rows[0][:shared]], dtype=torch.long)
+            cache = self._forward(prefix, torch.ones_like(prefix), torch.arange(shared)[None], keep=1, use_cache=True).past_key_values
+            cache.reorder_cache(torch.zeros(len(rows), dtype=torch.long, device=self.input_device))  # one copy per row
+        return self._forward(ids, mask, position_ids, keep, cache=cache, use_cache=use_cache or cache is not None), context_cells
+
+    def _packs(self, groups: list[tuple[list[int], list[list[int]]]]) -> bool:
+        """Whether short continuations may ride in their context's row: the attention takes a custom 4D mask
+        (sdpa, eager) and, for a model with sliding attention layers, every context with all its continuations
+        fits the window, where sliding and full attention see the same cells."""
+        if self._mask_kind is None:
+            return False
+        return self._attention_window is None or all(len(context) + sum(len(c) for c in members) <= self._attention_window for context, members in groups)
+
     def _score_shared_batch(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[tuple[float, bool]]:
         """Score several continuations of each context, running every context once.
 
-        The contexts run as one left-padded batch (after the prefix they all share, run once) that
-        keeps its KV cache and the logits of its last position, which predict every continuation's
-        first token. Continuations of more than one token then run on copies of their context's
-        cache rows, right-padded, in bands of similar length that trade padding against the number
-        of passes. Results come continuation by continuation, group by group.
+        The contexts run as one left-padded batch (after the prefix they all share, run once), each row
+        followed by its short continuations' tokens (up to PACKED_CONTINUATION_TOKENS; see
+        ``_forward_packed``); the context's last position predicts every continuation's first token.
+        Longer continuations then run on copies of their context's cache rows, right-padded, in bands of
+        similar length that trade padding against the number of passes. Results come continuation by
+        continuation, group by group.
         """
-        contexts = [context for context, _ in groups]
         continuations = [continuation for _, members in groups for continuation in members]
-        owner = torch.tensor([row for row, (_, members) in enumerate(groups) for _ in members], dtype=torch.long)
-        longer = sorted((i for i, continuation in enumerate(continuations) if len(continuation) > 1), key=lambda i: -len(continuations[i]))
+        owner = [row for row, (_, members) in enumerate(groups) for _ in members]
+        packs = self._packs(groups)
+        packed = [packs and 1 < len(continuation) <= PACKED_CONTINUATION_TOKENS + 1 for continuation in continuations]
+        longer = sorted((i for i, continuation in enumerate(continuations) if len(continuation) > 1 and not packed[i]), key=lambda i: -len(continuations[i]))
+        rows = [list(context) for context, _ in groups]
+        labels = [[-1] * len(context) for context, _ in groups]
+        positions = [list(range(len(context))) for context, _ in groups]
+        picks: list[tuple[int, int, int]] = []  # (row, cell, target) of every token this pass scores
+        counts = []
+        for index, continuation in enumerate(continuations):
+            row = owner[index]
+            picks.append((row, len(groups[row][0]) - 1, continuation[0]))  # the context's last cell predicts the first token
+            if packed[index]:
+                start = len(rows[row])  # the cell of continuation[j] predicts continuation[j + 1]
+                picks += [(row, start + j, token) for j, token in enumerate(continuation[1:])]
+                rows[row] += continuation[:-1]
+                labels[row] += [index] * (len(continuation) - 1)
+                positions[row] += range(len(groups[row][0]), len(groups[row][0]) + len(continuation) - 1)
+            counts.append(1 + (len(continuation) - 1 if packed[index] else 0))
+        keep = max(len(row) - len(context) + 1 for row, (context, _) in zip(rows, groups))
+        limit = min(len(context) for context, _ in groups) - 1  # a shared prefix ends before every context's last token
         with torch.inference_mode():
-            # The prefix every context shares (a task's instruction) runs once; each context keeps its last position.
-            output, mask = self._forward_sharing_prefix(contexts, min(len(context) for context in contexts) - 1, keep=1, use_cache=bool(longer))
-            last = output.logits[:, -1:, :].index_select(0, owner.to(output.logits.device))
-            firsts = torch.tensor([[continuation[0]] for continuation in continuations], device=last.device)
-            scores = _target_logprobs(last, firsts, torch.ones_like(firsts, dtype=torch.bool))
+            if any(packed):
+                output, mask = self._forward_packed(rows, labels, positions, limit, keep, use_cache=bool(longer))
+            else:
+                output, mask = self._forward_sharing_prefix(rows, limit, keep=1, use_cache=bool(longer))
+            logits = output.logits[:, -keep:, :].float()
+            log_norm, best = torch.logsumexp(logits, dim=-1), logits.argmax(dim=-1)
+            # A row's cell c (counted from its start) sits at keep - (len(row) - c) among the kept ones.
+            where = torch.tensor([(row, keep - (len(rows[row]) - cell), target) for row, cell, target in picks], dtype=torch.long, device=logits.device)
+            picked = (logits[where[:, 0], where[:, 1], where[:, 2]] - log_norm[where[:, 0], where[:, 1]]).tolist()
+            greedy = (best[where[:, 0], where[:, 1]] == where[:, 2]).tolist()
+            scores, start = [], 0
+            for count in counts:
+                scores.append((sum(picked[start : start + count]), all(greedy[start : start + count])))
+                start += count
             bands = length_bands([len(continuations[i]) - 1 for i in longer], PASS_COST_TOKENS.get(self.input_device.type, 48))
+            owners = torch.tensor(owner, dtype=torch.long)
             for number, band in enumerate(bands):
                 members = longer[band]
                 cache = output.past_key_values if number == len(bands) - 1 else copy.deepcopy(output.past_key_values)
-                rows = owner[members]
-                cache.reorder_cache(rows)
+                band_rows = owners[members]
+                cache.reorder_cache(band_rows)
                 targets, valid = self._pad_targets([continuations[i][1:] for i in members], left=False)
                 inputs, _ = self._pad_targets([continuations[i][:-1] for i in members], left=False)
-                row_mask = torch.cat([mask.index_select(0, rows), valid.long()], dim=1)
-                positions = mask.sum(-1).index_select(0, rows)[:, None] + torch.arange(inputs.shape[1])
-                logits = self._forward(inputs, row_mask, positions, cache=cache, use_cache=True).logits
-                for index, (logprob, greedy) in zip(members, _target_logprobs(logits, targets.to(logits.device), valid.to(logits.device))):
-                    scores[index] = (scores[index][0] + logprob, scores[index][1] and greedy)
+                row_mask = torch.cat([mask.index_select(0, band_rows), valid.long()], dim=1)
+                band_positions = mask.sum(-1).index_select(0, band_rows)[:, None] + torch.arange(inputs.shape[1])
+                band_logits = self._forward(inputs, row_mask, band_positions, cache=cache, use_cache=True).logits
+                for index, (logprob, greedy_band) in zip(members, _target_logprobs(band_logits, targets.to(band_logits.device), valid.to(band_logits.device))):
+                    scores[index] = (scores[index][0] + logprob, scores[index][1] and greedy_band)
         return scores
 
     @staticmethod
@@ -386,11 +465,13 @@ class HFBackend(TokenizingBackend):
         order = sorted(range(len(groups)), key=lambda i: -len(groups[i][0]))
 
         def cost(batch: list[int]) -> int:
-            """Logits of every continuation token (with up to 50 % padding from banding) plus the copied cache rows."""
+            """The logits of the context pass (packed continuations included) and of the bands (up to 50 % padding), and the copied cache rows."""
             continuations = [continuation for i in batch for continuation in groups[i][1]]
             tokens = sum(len(continuation) for continuation in continuations)
             context = max(len(groups[i][0]) for i in batch) + max(len(continuation) for continuation in continuations)
-            return int(1.5 * tokens * self.vocab_size * 4) + len(continuations) * context * self._kv_bytes_per_token
+            keep = 1 + max(sum(len(c) - 1 for c in groups[i][1] if len(c) - 1 <= PACKED_CONTINUATION_TOKENS) for i in batch)
+            packed_logits = 2 * len(batch) * keep * self.vocab_size * 4  # the context pass's kept logits and their float32 copy
+            return int(1.5 * tokens * self.vocab_size * 4) + packed_logits + len(continuations) * context * self._kv_bytes_per_token
 
         def run(batch: list[int]) -> list[list[tuple[float, bool]]]:
             flat = iter(self._score_shared_batch([groups[i] for i in batch]))
