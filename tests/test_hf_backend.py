@@ -100,18 +100,22 @@ def test_items_sharing_an_instruction_score_as_plain_forward_passes(fixture: str
 
 
 def test_the_instruction_every_item_shares_runs_once_per_batch(backend: HFBackend) -> None:
-    """A batch of four contexts runs their common prefix once, as one row, then only their own tokens."""
+    """A batch of four contexts runs their common prefix once, as one row, then only their own tokens; the next batch
+    reuses that prefix's cache."""
     seen: list[tuple[int, ...]] = []
+    backend._prefix_caches.clear()
     hook = backend.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
     try:
         backend.loglikelihood([LoglikelihoodRequest(c, x) for c, x in CELL[:12:3]])  # four items, one choice each: lone requests
+        backend.loglikelihood([LoglikelihoodRequest(c, x) for c, x in CELL[1:12:3]])  # the next batch of the cell
     finally:
         hook.remove()
     instruction = len(backend._encode(INSTRUCTION.rstrip(), special=True))
     prefix_rows, prefix_length = seen[0]
     assert prefix_rows == 1 and instruction - 2 <= prefix_length <= instruction + 1  # the instruction, once (its last token may merge with the text)
     rows, own_length = seen[1]
-    assert rows == 4 and len(seen) == 2
+    assert rows == 4 and len(seen) == 3
+    assert seen[2][0] == 4  # the next batch reuses the instruction's kept cache: no second prefix pass
     longest = max(len(split_pair(backend._encode, backend.prefix_token_id, c, x)[0]) for c, x in CELL[:12:3])
     assert own_length < longest - prefix_length + 8  # only what follows the prefix (plus the continuation)
 

@@ -53,6 +53,7 @@ PASS_COST_TOKENS = {"cpu": 48, "cuda": 512}
 # Continuations of up to this many tokens (after the first) ride in their context's row in one pass; longer
 # ones run in bands on copies of the context's cache (they would pad every row of the batch).
 PACKED_CONTINUATION_TOKENS = 16
+PREFIX_CACHES_KEPT = 8  # shared prefixes (tasks' instructions) whose KV cache is kept between batches
 
 transformers.logging.set_verbosity_error()  # the run's own progress bar is the one to watch
 transformers.utils.logging.disable_progress_bar()
@@ -165,6 +166,7 @@ class HFBackend(TokenizingBackend):
         self._kv_bytes_per_token = _kv_bytes_per_token(self.model.config, DTYPES[self.dtype_name])
         # The custom 4D attention mask that packed scoring passes: boolean for sdpa, additive for eager; None: no packing.
         self._mask_kind = {"sdpa": "bool", "eager": "float"}.get(getattr(self.model.config, "_attn_implementation", None) or "")
+        self._prefix_caches: dict[tuple[int, ...], Any] = {}  # KV caches of shared prefixes, one row each (see _prefix_cache)
         self.share_prefixes = True  # benchmarks/shared_prefix.py turns it off to measure what it saves
         self.time_first_token = True  # the cost meter's hook in generate(); benchmarks/meter_overhead.py turns it off to price it
         self.info = ModelInfo(
@@ -230,6 +232,7 @@ class HFBackend(TokenizingBackend):
     def close(self) -> None:
         """Release the model's memory (the runner loads one model at a time)."""
         del self.model
+        self._prefix_caches.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -300,8 +303,9 @@ class HFBackend(TokenizingBackend):
     def _shared_prefix_length(self, sequences: list[list[int]], limit: int) -> int:
         """How many leading tokens (at most ``limit``) every sequence shares, when running them once saves work; else 0.
 
-        Worth it when the tokens saved, the prefix times every row but one, outweigh the extra pass; exact only when
-        every row fits a sliding attention window, if the model has one.
+        A prefix whose KV cache an earlier batch kept (a task's instruction) costs nothing and is used as it is;
+        a new one is worth its extra pass when the tokens saved, the prefix times every row but one, outweigh
+        it. Exact only when every row fits a sliding attention window, if the model has one.
         """
         if len(sequences) < 2 or not self._shares_contexts or not self.share_prefixes:
             return 0
@@ -311,7 +315,25 @@ class HFBackend(TokenizingBackend):
         length = 0
         while length < limit and all(len(sequence) > length and sequence[length] == first[length] for sequence in sequences):
             length += 1
+        kept = max((len(tokens) for tokens in self._prefix_caches if len(tokens) <= length and tuple(first[: len(tokens)]) == tokens), default=0)
+        if kept:
+            return kept
         return length if length * (len(sequences) - 1) > PASS_COST_TOKENS.get(self.input_device.type, 48) else 0
+
+    def _prefix_cache(self, prefix: list[int], rows: int) -> Any:
+        """The KV cache of ``prefix``, one copy per row. The prefix runs once; its cache is kept for later batches
+        (the last PREFIX_CACHES_KEPT prefixes), so a cell's instruction runs once, not once per batch."""
+        key = tuple(prefix)
+        single = self._prefix_caches.pop(key, None)
+        if single is None:
+            ids = torch.tensor([prefix], dtype=torch.long)
+            single = self._forward(ids, torch.ones_like(ids), torch.arange(len(prefix))[None], keep=1, use_cache=True).past_key_values
+        self._prefix_caches[key] = single  # the most recently used last
+        while len(self._prefix_caches) > PREFIX_CACHES_KEPT:
+            del self._prefix_caches[next(iter(self._prefix_caches))]
+        cache = copy.deepcopy(single)
+        cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=self.input_device))  # one copy per row
+        return cache
 
     def _forward_sharing_prefix(self, sequences: list[list[int]], limit: int, keep: int, use_cache: bool) -> tuple[Any, torch.Tensor]:
         """One left-padded pass over ``sequences``; the token prefix they all share (up to ``limit`` tokens) runs once
@@ -321,9 +343,7 @@ class HFBackend(TokenizingBackend):
         ids, mask = self._left_pad([sequence[shared:] for sequence in sequences])
         if not shared:
             return self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), keep, use_cache=use_cache), mask
-        prefix = torch.tensor([sequences[0][:shared]], dtype=torch.long)
-        cache = self._forward(prefix, torch.ones_like(prefix), torch.arange(shared)[None], keep=1, use_cache=True).past_key_values
-        cache.reorder_cache(torch.zeros(len(sequences), dtype=torch.long, device=self.input_device))  # one copy per row
+        cache = self._prefix_cache(sequences[0][:shared], len(sequences))
         mask = torch.cat([torch.ones((len(sequences), shared), dtype=torch.long), mask], dim=1)  # [prefix][padding][own tokens]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
         return self._forward(ids, mask, positions, keep, cache=cache, use_cache=True), mask
@@ -358,11 +378,7 @@ class HFBackend(TokenizingBackend):
             if self._mask_kind == "bool"
             else torch.zeros(allowed.shape, dtype=self.model.dtype).masked_fill(~allowed, torch.finfo(self.model.dtype).min)
         )
-        cache = None
-        if shared:
-            prefix = torch.tensor([rows[0][:shared]], dtype=torch.long)
-            cache = self._forward(prefix, torch.ones_like(prefix), torch.arange(shared)[None], keep=1, use_cache=True).past_key_values
-            cache.reorder_cache(torch.zeros(len(rows), dtype=torch.long, device=self.input_device))  # one copy per row
+        cache = self._prefix_cache(rows[0][:shared], len(rows)) if shared else None
         return self._forward(ids, mask, position_ids, keep, cache=cache, use_cache=use_cache or cache is not None), context_cells
 
     def _packs(self, groups: list[tuple[list[int], list[list[int]]]]) -> bool:
