@@ -273,18 +273,46 @@ class HFBackend(TokenizingBackend):
             mask[row, width - len(sequence) :] = 1
         return ids, mask
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, keep: int | None = None, cache: Any = None, **kwargs: Any) -> Any:
-        """One forward pass, after the KV ``cache`` if given; with ``keep``, only the last ``keep`` positions' logits are computed."""
+    def _forward(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        keep: int | None = None,
+        cache: Any = None,
+        cells: Sequence[tuple[int, int]] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """One forward pass, after the KV ``cache`` if given; with ``keep``, only the last ``keep`` positions' logits are computed.
+
+        With ``cells``, (row, distance from the end of the row) pairs, the output layer reads only those
+        positions: the logits come as one row of len(cells) positions, in that order (a pre-hook on the
+        output layer gathers them, so whatever the model does to its logits after that layer still applies).
+        """
         if keep is not None and self._keeps_logits:
             kwargs["logits_to_keep"] = keep
         if cache is not None:
             kwargs[self._cache_argument] = cache
-        return self.model(
-            input_ids=ids.to(self.input_device),
-            attention_mask=mask.to(self.input_device),
-            position_ids=positions.to(self.input_device),
-            **kwargs,
-        )
+        hook = None
+        if cells is not None:
+            rows = torch.tensor([row for row, _ in cells], device=self.input_device)
+            back = torch.tensor([distance for _, distance in cells], device=self.input_device)
+
+            def gather(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+                hidden = args[0]
+                return (hidden[rows, hidden.shape[1] - back][None], *args[1:])
+
+            hook = self.model.get_output_embeddings().register_forward_pre_hook(gather)
+        try:
+            return self.model(
+                input_ids=ids.to(self.input_device),
+                attention_mask=mask.to(self.input_device),
+                position_ids=positions.to(self.input_device),
+                **kwargs,
+            )
+        finally:
+            if hook is not None:
+                hook.remove()
 
     def _score_batch(self, batch: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """For each (inputs, targets): the last len(targets) positions of inputs predict targets.
@@ -335,21 +363,30 @@ class HFBackend(TokenizingBackend):
         cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=self.input_device))  # one copy per row
         return cache
 
-    def _forward_sharing_prefix(self, sequences: list[list[int]], limit: int, keep: int, use_cache: bool) -> tuple[Any, torch.Tensor]:
+    def _forward_sharing_prefix(
+        self, sequences: list[list[int]], limit: int, keep: int, use_cache: bool, cells: Sequence[tuple[int, int]] | None = None
+    ) -> tuple[Any, torch.Tensor]:
         """One left-padded pass over ``sequences``; the token prefix they all share (up to ``limit`` tokens) runs once
         before it, and its KV cache serves every row. Returns the output and the attention mask of every position
         the cache holds (prefix included), which a later pass on that cache extends."""
         shared = self._shared_prefix_length(sequences, limit)
         ids, mask = self._left_pad([sequence[shared:] for sequence in sequences])
         if not shared:
-            return self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), keep, use_cache=use_cache), mask
+            return self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), keep, cells=cells, use_cache=use_cache), mask
         cache = self._prefix_cache(sequences[0][:shared], len(sequences))
         mask = torch.cat([torch.ones((len(sequences), shared), dtype=torch.long), mask], dim=1)  # [prefix][padding][own tokens]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-        return self._forward(ids, mask, positions, keep, cache=cache, use_cache=True), mask
+        return self._forward(ids, mask, positions, keep, cache=cache, cells=cells, use_cache=True), mask
 
     def _forward_packed(
-        self, rows: list[list[int]], labels: list[list[int]], positions: list[list[int]], limit: int, keep: int, use_cache: bool
+        self,
+        rows: list[list[int]],
+        labels: list[list[int]],
+        positions: list[list[int]],
+        limit: int,
+        keep: int,
+        use_cache: bool,
+        cells: Sequence[tuple[int, int]] | None = None,
     ) -> tuple[Any, torch.Tensor]:
         """One left-padded pass over rows holding a context and then continuations' tokens (``labels``: -1 for
         the context, else which continuation); a 4D attention mask lets each continuation see the context and
@@ -379,7 +416,7 @@ class HFBackend(TokenizingBackend):
             else torch.zeros(allowed.shape, dtype=self.model.dtype).masked_fill(~allowed, torch.finfo(self.model.dtype).min)
         )
         cache = self._prefix_cache(rows[0][:shared], len(rows)) if shared else None
-        return self._forward(ids, mask, position_ids, keep, cache=cache, use_cache=use_cache or cache is not None), context_cells
+        return self._forward(ids, mask, position_ids, keep, cache=cache, cells=cells, use_cache=use_cache or cache is not None), context_cells
 
     def _packs(self, groups: list[tuple[list[int], list[list[int]]]]) -> bool:
         """Whether short continuations may ride in their context's row: the attention takes a custom 4D mask
@@ -421,17 +458,19 @@ class HFBackend(TokenizingBackend):
             counts.append(1 + (len(continuation) - 1 if packed[index] else 0))
         keep = max(len(row) - len(context) + 1 for row, (context, _) in zip(rows, groups))
         limit = min(len(context) for context, _ in groups) - 1  # a shared prefix ends before every context's last token
+        # The output layer reads only the scored cells, each (row, distance from the row's end) once.
+        cells = list(dict.fromkeys((row, len(rows[row]) - cell) for row, cell, _ in picks))
+        slot = {cell: index for index, cell in enumerate(cells)}
         with torch.inference_mode():
             if any(packed):
-                output, mask = self._forward_packed(rows, labels, positions, limit, keep, use_cache=bool(longer))
+                output, mask = self._forward_packed(rows, labels, positions, limit, keep, use_cache=bool(longer), cells=cells)
             else:
-                output, mask = self._forward_sharing_prefix(rows, limit, keep=1, use_cache=bool(longer))
-            logits = output.logits[:, -keep:, :].float()
+                output, mask = self._forward_sharing_prefix(rows, limit, keep=1, use_cache=bool(longer), cells=cells)
+            logits = output.logits[0].float()  # one position per cell
             log_norm, best = torch.logsumexp(logits, dim=-1), logits.argmax(dim=-1)
-            # A row's cell c (counted from its start) sits at keep - (len(row) - c) among the kept ones.
-            where = torch.tensor([(row, keep - (len(rows[row]) - cell), target) for row, cell, target in picks], dtype=torch.long, device=logits.device)
-            picked = (logits[where[:, 0], where[:, 1], where[:, 2]] - log_norm[where[:, 0], where[:, 1]]).tolist()
-            greedy = (best[where[:, 0], where[:, 1]] == where[:, 2]).tolist()
+            where = torch.tensor([(slot[(row, len(rows[row]) - cell)], target) for row, cell, target in picks], dtype=torch.long, device=logits.device)
+            picked = (logits[where[:, 0], where[:, 1]] - log_norm[where[:, 0]]).tolist()
+            greedy = (best[where[:, 0]] == where[:, 1]).tolist()
             scores, start = [], 0
             for count in counts:
                 scores.append((sum(picked[start : start + count]), all(greedy[start : start + count])))
