@@ -18,6 +18,9 @@ Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 BatchSize = int | Literal["auto"]
 
 
+BACKEND_ALIASES = {"transformers": "hf"}  # what people also call a backend; the run config records the name it stands for
+
+
 class _Strict(BaseModel):
     """Base for config sections: unknown keys are errors, never silently ignored."""
 
@@ -87,6 +90,7 @@ class ModelConfig(_Strict):
         from bench.models.registry import backends
 
         known = backends()
+        value = BACKEND_ALIASES.get(value, value)
         if value == "auto" or value in known:
             return value
         raise ValueError(f"unknown backend '{value}'{did_you_mean(value, [*known, 'auto'])}; known: auto, {', '.join(sorted(known))}")

