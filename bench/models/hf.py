@@ -288,7 +288,10 @@ class HFBackend(TokenizingBackend):
         With ``cells``, (row, distance from the end of the row) pairs, the output layer reads only those
         positions: the logits come as one row of len(cells) positions, in that order (a pre-hook on the
         output layer gathers them, so whatever the model does to its logits after that layer still applies).
+        ``keep`` is then the farthest of them.
         """
+        if cells is not None:
+            keep = max(distance for _, distance in cells)
         if keep is not None and self._keeps_logits:
             kwargs["logits_to_keep"] = keep
         if cache is not None:
@@ -364,7 +367,7 @@ class HFBackend(TokenizingBackend):
         return cache
 
     def _forward_sharing_prefix(
-        self, sequences: list[list[int]], limit: int, keep: int, use_cache: bool, cells: Sequence[tuple[int, int]] | None = None
+        self, sequences: list[list[int]], limit: int, keep: int | None, use_cache: bool, cells: Sequence[tuple[int, int]] | None = None
     ) -> tuple[Any, torch.Tensor]:
         """One left-padded pass over ``sequences``; the token prefix they all share (up to ``limit`` tokens) runs once
         before it, and its KV cache serves every row. Returns the output and the attention mask of every position
@@ -384,9 +387,8 @@ class HFBackend(TokenizingBackend):
         labels: list[list[int]],
         positions: list[list[int]],
         limit: int,
-        keep: int,
         use_cache: bool,
-        cells: Sequence[tuple[int, int]] | None = None,
+        cells: Sequence[tuple[int, int]],
     ) -> tuple[Any, torch.Tensor]:
         """One left-padded pass over rows holding a context and then continuations' tokens (``labels``: -1 for
         the context, else which continuation); a 4D attention mask lets each continuation see the context and
@@ -416,7 +418,7 @@ class HFBackend(TokenizingBackend):
             else torch.zeros(allowed.shape, dtype=self.model.dtype).masked_fill(~allowed, torch.finfo(self.model.dtype).min)
         )
         cache = self._prefix_cache(rows[0][:shared], len(rows)) if shared else None
-        return self._forward(ids, mask, position_ids, keep, cache=cache, cells=cells, use_cache=use_cache or cache is not None), context_cells
+        return self._forward(ids, mask, position_ids, cache=cache, cells=cells, use_cache=use_cache or cache is not None), context_cells
 
     def _packs(self, groups: list[tuple[list[int], list[list[int]]]]) -> bool:
         """Whether short continuations may ride in their context's row: the attention takes a custom 4D mask
@@ -456,16 +458,15 @@ class HFBackend(TokenizingBackend):
                 labels[row] += [index] * (len(continuation) - 1)
                 positions[row] += range(len(groups[row][0]), len(groups[row][0]) + len(continuation) - 1)
             counts.append(1 + (len(continuation) - 1 if packed[index] else 0))
-        keep = max(len(row) - len(context) + 1 for row, (context, _) in zip(rows, groups))
         limit = min(len(context) for context, _ in groups) - 1  # a shared prefix ends before every context's last token
         # The output layer reads only the scored cells, each (row, distance from the row's end) once.
         cells = list(dict.fromkeys((row, len(rows[row]) - cell) for row, cell, _ in picks))
         slot = {cell: index for index, cell in enumerate(cells)}
         with torch.inference_mode():
             if any(packed):
-                output, mask = self._forward_packed(rows, labels, positions, limit, keep, use_cache=bool(longer), cells=cells)
+                output, mask = self._forward_packed(rows, labels, positions, limit, use_cache=bool(longer), cells=cells)
             else:
-                output, mask = self._forward_sharing_prefix(rows, limit, keep=1, use_cache=bool(longer), cells=cells)
+                output, mask = self._forward_sharing_prefix(rows, limit, keep=None, use_cache=bool(longer), cells=cells)
             logits = output.logits[0].float()  # one position per cell
             log_norm, best = torch.logsumexp(logits, dim=-1), logits.argmax(dim=-1)
             where = torch.tensor([(slot[(row, len(rows[row]) - cell)], target) for row, cell, target in picks], dtype=torch.long, device=logits.device)
@@ -520,12 +521,12 @@ class HFBackend(TokenizingBackend):
         order = sorted(range(len(groups)), key=lambda i: -len(groups[i][0]))
 
         def cost(batch: list[int]) -> int:
-            """The logits of the context pass (packed continuations included) and of the bands (up to 50 % padding), and the copied cache rows."""
+            """The logits of the context pass (one per scored cell) and of the bands (up to 50 % padding), and the copied cache rows."""
             continuations = [continuation for i in batch for continuation in groups[i][1]]
             tokens = sum(len(continuation) for continuation in continuations)
             context = max(len(groups[i][0]) for i in batch) + max(len(continuation) for continuation in continuations)
-            keep = 1 + max(sum(len(c) - 1 for c in groups[i][1] if len(c) - 1 <= PACKED_CONTINUATION_TOKENS) for i in batch)
-            packed_logits = 2 * len(batch) * keep * self.vocab_size * 4  # the context pass's kept logits and their float32 copy
+            cells = sum(1 + sum(len(c) - 1 for c in groups[i][1] if len(c) - 1 <= PACKED_CONTINUATION_TOKENS) for i in batch)
+            packed_logits = 2 * cells * self.vocab_size * 4  # the context pass's logits and their float32 copy
             return int(1.5 * tokens * self.vocab_size * 4) + packed_logits + len(continuations) * context * self._kv_bytes_per_token
 
         def run(batch: list[int]) -> list[list[tuple[float, bool]]]:
