@@ -224,3 +224,18 @@ def test_the_full_size_sliding_window_notice_is_not_printed_and_real_errors_are(
         backend.close()
     printed = capfd.readouterr().err
     assert "SWA" not in printed and "error loading model" in printed
+
+
+def test_a_backend_left_open_at_exit_prints_no_error(smollm2_ref: str) -> None:
+    """llama.cpp logs while the interpreter tears down; the log filter must not fail then (a library user may never close)."""
+    import subprocess
+    import sys
+
+    script = (
+        "from bench.config import ModelConfig\nfrom bench.models.llamacpp import LlamaCppBackend\n"
+        f"backend = LlamaCppBackend(ModelConfig(ref={smollm2_ref!r}, device='cpu', backend='llamacpp'))\n"
+        "print(backend.loglikelihood_rolling(['Hello world.'])[0].logprob < 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0 and done.stdout.strip() == "True"
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr

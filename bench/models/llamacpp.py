@@ -68,9 +68,11 @@ def _drop_notices_from_the_log() -> None:
     import llama_cpp
     from llama_cpp import _logger
 
+    printer = _logger.llama_log_callback  # held here: at interpreter exit the module's globals go before llama.cpp's last log
+
     def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         if not any(notice in text for notice in NOTICES_NOT_PRINTED):
-            _logger.llama_log_callback(level, text, user_data)
+            printer(level, text, user_data)
 
     _log_callback.append(llama_cpp.llama_log_callback(forward))
     llama_cpp.llama_log_set(_log_callback[0], ctypes.c_void_p(0))
