@@ -34,6 +34,7 @@ def test_llama_cpp_computes_with_as_many_threads_as_torch_may_and_records_it(smo
     torch.set_num_threads(1)
     backend = LlamaCppBackend(ModelConfig(ref=smollm2_ref, backend="llamacpp"))
     try:
-        assert backend.info.threads == 1 == backend.llm.context_params.n_threads
+        # prefill too: llama-cpp-python's own default for batches is every logical CPU of the machine
+        assert backend.info.threads == 1 == backend.llm.context_params.n_threads == backend.llm.context_params.n_threads_batch
     finally:
         backend.close()

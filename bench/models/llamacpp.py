@@ -172,6 +172,7 @@ class LlamaCppBackend(TokenizingBackend):
             seed=seed,
             n_gpu_layers=gpu_layers,
             n_threads=threads,
+            n_threads_batch=threads,  # llama-cpp-python's default: every logical CPU, SMT siblings and other processes' cores included
         )
         self.batch_size = batch_size if isinstance(batch_size, int) else 8  # requests per runner chunk
         # Greedy generation decodes this many sequences together, each in its own KV stream of max_length tokens.

@@ -145,7 +145,7 @@ def llama_cpp_logprobs(gguf_path: Path, tokens: list[int]) -> dict[str, list[flo
 
     from bench.models.threads import physical_cores
 
-    llm = Llama(model_path=str(gguf_path), n_ctx=64, n_batch=64, logits_all=True, verbose=False, n_threads=physical_cores())
+    llm = Llama(model_path=str(gguf_path), n_ctx=64, n_batch=64, logits_all=True, verbose=False, n_threads=physical_cores(), n_threads_batch=physical_cores())
     llm.eval(tokens)
     batched = _token_logprobs(np.array(llm.scores[: len(tokens)]), tokens)
     llm.reset()
