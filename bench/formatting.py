@@ -55,5 +55,13 @@ def money(value: float | None) -> str:
     return f"{value:.3g}" if abs(value) >= 1e-4 else f"{value:.2e}"
 
 
+def significant(value: float, digits: int = 2) -> str:
+    """``digits`` significant digits, never an exponent: 0.000023, 0.0014, 12."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
+
+
 def number(value: float | None, digits: int = 2) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"

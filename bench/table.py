@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from bench.formatting import format_score, language_group, metric_label
+from bench.formatting import format_score, language_group, metric_label, significant
 from bench.languages import display_name
 from bench.metrics import METRICS
 
@@ -84,7 +84,7 @@ def results_table(
         cells = [next((f"{row[(task, metric)]}{mark}" for mark, task in zip(MARKS, tasks) if (task, metric) in row), "") for metric, tasks in columns]
         if per_1000_words:
             price = per_1000_words.get(key)
-            cells.append("–" if price is None else f"{price:.2g}")
+            cells.append("–" if price is None else significant(price))
         table.add_row(key[0], f"{display_name(languages[0])} ({', '.join(_most_specific(languages))})", *cells)
     return table
 

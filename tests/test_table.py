@@ -31,9 +31,10 @@ def test_translation_tasks_on_different_languages_share_one_column_marked_by_sou
         [
             {"model": "Model", "language": "hau", "language_figures": {"per_1000_words": 0.9, "source": "samples"}},
             {"model": "Model", "language": "hau_Latn", "language_figures": {"per_1000_words": 0.002, "source": "flores_tax"}},
+            {"model": "Model", "language": "yor_Latn", "language_figures": {"per_1000_words": 2.345e-05, "source": "flores_tax"}},
         ]
     )
-    assert list(prices.values()) == [0.002]  # the language-tax task's figure wins over a prompt's
+    assert list(prices.values()) == [0.002, 2.345e-05]  # the language-tax task's figure wins over a prompt's
     text = _text(results_table(summaries, per_1000_words=prices, currency="NGN"))
     assert "(flores_x_eng)" not in text and "(tico19_x_eng)" not in text  # one column, not one per task
     assert "tico19_x_eng · †flores_x_eng" in text and "9.1†" in text
@@ -41,6 +42,7 @@ def test_translation_tasks_on_different_languages_share_one_column_marked_by_sou
     hausa = next(line for line in text.splitlines() if "Hausa" in line)
     assert "25%" in hausa and "12.3" in hausa
     assert "Hausa (hau_Latn)" in hausa  # TICO-19's bare "hau" adds nothing to the code with its script
+    assert "0.000023" in next(line for line in text.splitlines() if "Yoruba" in line)  # two significant digits, no exponent
 
 
 def test_tasks_with_the_same_metric_on_the_same_language_keep_their_own_columns() -> None:
