@@ -516,9 +516,15 @@ class HFBackend(TokenizingBackend):
             results[index] = result
         return results
 
+    @staticmethod
+    def _packed_row_length(group: tuple[list[int], list[list[int]]]) -> int:
+        """A context's row with its short continuations packed after it: batches of similar rows pad least."""
+        context, members = group
+        return len(context) + sum(len(c) - 1 for c in members if 1 < len(c) <= PACKED_CONTINUATION_TOKENS + 1)
+
     def _score_shared(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[list[tuple[float, bool]]]:
         """Scores of every continuation of every (context, continuations) group, in the groups' order."""
-        order = sorted(range(len(groups)), key=lambda i: -len(groups[i][0]))
+        order = sorted(range(len(groups)), key=lambda i: -self._packed_row_length(groups[i]))
 
         def cost(batch: list[int]) -> int:
             """The logits of the context pass (one per scored cell) and of the bands (up to 50 % padding), and the copied cache rows."""
