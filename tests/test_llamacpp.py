@@ -104,16 +104,25 @@ def test_scores_do_not_depend_on_what_the_kv_cache_held_before(llama, monkeypatc
     assert llama.loglikelihood([second])[0].logprob == pytest.approx(alone[1], abs=1e-4)
 
 
-def test_each_position_is_decoded_once_and_its_logits_kept_for_the_requests_that_share_it() -> None:
-    from bench.models.llamacpp import _output_plan
+def test_a_questions_choices_form_one_item_and_each_position_is_read_from_the_job_that_computes_it() -> None:
+    from bench.models.llamacpp_scoring import items, readers, shared_lengths, trunk
 
     context = [5, 1, 2]
-    jobs = [(context + [3], [3, 4]), (context, [6]), ([5, 9], [9, 8])]  # two choices of one question, then another text
-    assert _output_plan(jobs) == [
-        (0, {2, 3}, {0, 2}),  # decodes the context and its choice; keeps position 2's logits for the next choice, 0's for the third job
-        (3, set(), set()),  # decodes nothing: everything it scores is held
-        (1, {1}, set()),  # shares the first token, whose logits it reads
-    ]
+    jobs = [(context + [3], [3, 4]), (context, [6]), (context + [7, 8], [7, 8, 9]), ([5, 9], [9, 8])]  # three choices of one question, another text
+    shared = shared_lengths(jobs)
+    assert shared == [0, 3, 3, 1]
+    assert items(jobs, shared, sequences=16, spare_cells=512) == [range(0, 3), range(3, 4)]
+    assert trunk(jobs, shared, range(0, 3)) == 3 and trunk(jobs, shared, range(3, 4)) == 2
+    assert items(jobs, shared, sequences=2, spare_cells=512) == [range(0, 2), range(2, 3), range(3, 4)]
+    assert items(jobs, shared, sequences=16, spare_cells=2) == [range(0, 2), range(2, 3), range(3, 4)]  # 1 + 0 + 2 tokens after the trunk
+    assert readers(jobs, shared) == {
+        (0, 2): [(0, 0), (1, 0), (2, 0)],  # the context's last position predicts every choice's first token, computed once
+        (0, 3): [(0, 1)],
+        (2, 3): [(2, 1)],
+        (2, 4): [(2, 2)],
+        (0, 0): [(3, 0)],  # the other text shares the first token, whose logits the first job computes
+        (3, 1): [(3, 1)],
+    }
 
 
 def test_shared_contexts_score_as_one_request_at_a_time(llama, shared_data: Path) -> None:
@@ -124,15 +133,39 @@ def test_shared_contexts_score_as_one_request_at_a_time(llama, shared_data: Path
     assert together == alone  # SmolLM2: bit for bit (quantized Gemma 3 moves with how a sequence is split into decodes)
 
 
-def test_multiple_choice_agrees_with_transformers(llama, transformers_backend, shared_data: Path) -> None:
-    task = get_task("sib200")
-    docs = load_docs(task, "eng_Latn", limit=8, data_dir=shared_data)
+@pytest.mark.parametrize(("task_name", "language"), [("sib200", "eng_Latn"), ("afrimmlu", "swa")])  # one-token choices; choices of many tokens
+def test_multiple_choice_agrees_with_transformers(llama, transformers_backend, shared_data: Path, task_name: str, language: str) -> None:
+    task = get_task(task_name)
+    docs = load_docs(task, language, limit=8, data_dir=shared_data)
     params = generation_params(task, GenerationConfig())
     ll = evaluate_docs(task, docs, llama, params)
     hf = evaluate_docs(task, docs, transformers_backend, params)
     agree = sum(a["values"]["predicted"] == b["values"]["predicted"] for a, b in zip(ll, hf))
-    assert agree >= len(docs) - 1
+    assert agree >= len(docs) - 2  # Q4_1 kernels against float32 (95 % of 120 such items agree)
     assert sum(r["input_tokens"] for r in ll) == sum(r["input_tokens"] for r in hf)
+    requests = [LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices]
+    gaps = [abs(a.logprob - b.logprob) / abs(b.logprob) for a, b in zip(llama.loglikelihood(requests), transformers_backend.loglikelihood(requests))]
+    assert float(np.mean(gaps)) < 0.05  # AfriMMLU Swahili: 2.3 % (one sequence per decode: 2.2 %); a choice that saw another's tokens: nats off
+
+
+def test_the_choices_of_a_question_are_sequences_of_one_decode(llama, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.models.llamacpp_scoring import SharedContextScorer
+
+    decodes: list[set[int]] = []
+    decode = SharedContextScorer._decode
+
+    def spy(self, jobs, chunk, wanted):  # type: ignore[no-untyped-def]
+        decodes.append({sequence for _, _, first, end in chunk for sequence in range(first, end)})
+        decode(self, jobs, chunk, wanted)
+
+    monkeypatch.setattr(SharedContextScorer, "_decode", spy)
+    docs = load_docs(get_task("afrimmlu"), "swa", limit=3, data_dir=shared_data)
+    requests = [LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices]
+    together = llama.loglikelihood(requests)
+    assert decodes == [{0, 1, 2, 3}] * 3  # one decode per question, its four choices as sequences 0-3
+    alone = [llama.loglikelihood([request])[0] for request in requests]
+    assert [a.logprob for a in together] == pytest.approx([b.logprob for b in alone], abs=0.5)
+    assert [(a.input_tokens, a.continuation_tokens) for a in together] == [(b.input_tokens, b.continuation_tokens) for b in alone]
 
 
 def test_generation_is_greedy_counts_tokens_and_stops(llama) -> None:

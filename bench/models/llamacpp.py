@@ -1,24 +1,19 @@
 """The llama.cpp backend (llama-cpp-python): GGUF files run natively, about 5× faster than transformers on a CPU.
 
 Scoring does not use ``create_completion(echo=True, logprobs=…)``, which is misaligned for
-models without a BOS token; it decodes token ids itself, in the same ``n_batch`` chunks as
-``Llama.eval``, and asks llama.cpp for logits only at the positions that are scored (the output
-layer of a 262k vocabulary costs more than the rest of a small model). The KV cache is reused
-across requests that share a prefix (for instance the context of multiple-choice questions): a
-position's logits are computed once, in the decode that first reaches it, and kept for the later
-requests that read it.
+models without a BOS token; it decodes token ids itself (``llamacpp_scoring``): each token that
+requests share once, a question's choices as several sequences of one decode, and logits only at
+the positions that are scored (the output layer of a 262k vocabulary costs more than the rest of a
+small model).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Iterator, Sequence
-from itertools import pairwise
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from bench.config import BatchSize, ModelConfig
 from bench.errors import UserError
@@ -38,6 +33,7 @@ from bench.models.base import (
 )
 from bench.models.gguf_header import read_header
 from bench.models.llamacpp_batch import BatchedGreedy
+from bench.models.llamacpp_scoring import SharedContextScorer
 from bench.models.memory import check_fits_bytes
 from bench.models.native_probe import probe_llama_cpp
 from bench.models.sources import resolve
@@ -46,6 +42,7 @@ from bench.models.threads import compute_threads
 DEFAULT_CONTEXT = 2048
 N_BATCH = 512  # tokens per llama.cpp decode
 GENERATION_SEQUENCES = 4  # greedy generations decoded together, at most
+SCORING_SEQUENCES = 16  # continuations of one context scored in one decode, at most
 INSTALL_HINT = "install it with `python install.py llamacpp` in the accessbench checkout (it builds llama.cpp from source for this CPU, 5-12 minutes)"
 
 
@@ -78,41 +75,6 @@ def _drop_notices_from_the_log() -> None:
     llama_cpp.llama_log_set(_log_callback[0], ctypes.c_void_p(0))
 
 
-def _pick(row: np.ndarray, target: int) -> tuple[float, bool]:
-    """The log-probability of ``target`` under one row of logits (in float64), and whether it is the argmax."""
-    shifted = row.astype(np.float64) - float(row.max())
-    return float(shifted[target] - np.log(np.exp(shifted).sum())), int(row.argmax()) == target
-
-
-def _common_length(first: Sequence[int], second: Sequence[int]) -> int:
-    length = 0
-    for a, b in zip(first, second):
-        if a != b:
-            break
-        length += 1
-    return length
-
-
-def _output_plan(jobs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[int, set[int], set[int]]]:
-    """For each job, in order: where its decode starts (what it shares with the job before it; the first
-    starts from an empty cache, so that scores never depend on an earlier call), the scored positions it
-    computes for itself, and the positions it computes for later jobs, which hold them and never decode them."""
-    starts = [0] + [_common_length(before, inputs) for (before, _), (inputs, _) in pairwise(jobs)]
-    plan = []
-    for index, (inputs, targets) in enumerate(jobs):
-        start = starts[index]
-        own = set(range(max(len(inputs) - len(targets), start), len(inputs)))
-        later: set[int] = set()
-        unchanged_below = len(inputs)  # positions below this are still held, unchanged, when the later job runs
-        for (later_inputs, later_targets), later_start in zip(jobs[index + 1 :], starts[index + 1 :]):
-            unchanged_below = min(unchanged_below, later_start)
-            if unchanged_below <= start:
-                break
-            later.update(range(max(len(later_inputs) - len(later_targets), start), unchanged_below))
-        plan.append((start, own, later))
-    return plan
-
-
 def _gguf_shape(path: Path) -> tuple[int, int, int]:
     """Training context length, vocabulary size and float16 KV-cache bytes per token, from a GGUF header (no weights read)."""
     header = read_header(path)
@@ -142,16 +104,15 @@ def preflight(spec: ModelConfig) -> Preflight:
     trained, vocabulary, kv_bytes = _gguf_shape(path)
     n_ctx = spec.max_length or min(trained, DEFAULT_CONTEXT)
     # Weights (the file), a batch of float32 logits (llama.cpp's output buffer and llama-cpp-python's copy),
-    # and the KV caches: scoring's context and greedy generation's streams.
+    # and the KV caches: llama-cpp-python's own context, scoring's (a batch longer) and greedy generation's streams.
     device = "cuda" if spec.device.startswith("cuda") else "cpu"
-    needed = path.stat().st_size + 2 * N_BATCH * vocabulary * 4 + (1 + GENERATION_SEQUENCES) * n_ctx * kv_bytes
+    needed = path.stat().st_size + 2 * N_BATCH * vocabulary * 4 + ((2 + GENERATION_SEQUENCES) * n_ctx + N_BATCH) * kv_bytes
     check_fits_bytes(spec.ref, needed, device, spec.max_memory)
     return Preflight(source, needed, {"context": n_ctx})
 
 
 class LlamaCppBackend(TokenizingBackend):
-    """Answers the backend protocol with llama.cpp: scoring one sequence at a time, reusing shared prefixes;
-    greedy generation several sequences per decode."""
+    """Answers the backend protocol with llama.cpp: a context's continuations, and greedy generations, several sequences per decode."""
 
     def __init__(self, spec: ModelConfig, batch_size: BatchSize = "auto", seed: int = 1234) -> None:
         self.spec = spec
@@ -178,6 +139,7 @@ class LlamaCppBackend(TokenizingBackend):
         # Greedy generation decodes this many sequences together, each in its own KV stream of max_length tokens.
         self.generation_sequences = min(self.batch_size, GENERATION_SEQUENCES)
         self._batched_greedy: BatchedGreedy | None = None
+        self._scorer: SharedContextScorer | None = None
         self.max_length = n_ctx
         self.bos_id, self.eos_id = self.llm.token_bos(), self.llm.token_eos()
         self.prefix_token_id = self.bos_id if self.bos_id >= 0 else self.eos_id
@@ -210,6 +172,8 @@ class LlamaCppBackend(TokenizingBackend):
     def close(self) -> None:
         if self._batched_greedy is not None:
             self._batched_greedy.close()
+        if self._scorer is not None:
+            self._scorer.close()
         self.llm.close()
 
     # ---------------------------------------------------------------- tokenisation
@@ -226,45 +190,10 @@ class LlamaCppBackend(TokenizingBackend):
         return [len(self._encode(text, special=False)) for text in texts]
 
     # ---------------------------------------------------------------- scoring
-    def _decode(self, tokens: list[int], start: int, outputs: set[int]) -> Iterator[tuple[int, np.ndarray]]:
-        """Evaluate ``tokens[start:]`` after the first ``start`` tokens llama.cpp holds, in ``Llama.eval``'s
-        chunks; yield ``(position, logits)`` for each position in ``outputs`` (a view, valid until the next step)."""
-        llm = self.llm
-        llm.n_tokens = start
-        llm._ctx.kv_cache_seq_rm(-1, start, -1)
-        n_vocab = llm.n_vocab()
-        for chunk_start in range(start, len(tokens), N_BATCH):
-            chunk = tokens[chunk_start : chunk_start + N_BATCH]
-            llm._batch.set_batch(batch=chunk, n_past=chunk_start, logits_all=False)  # flags the last token
-            flagged = [index for index in range(len(chunk)) if chunk_start + index in outputs]
-            for index in flagged:
-                llm._batch.batch.logits[index] = True
-            llm._ctx.decode(llm._batch)
-            llm.input_ids[chunk_start : chunk_start + len(chunk)] = chunk
-            llm.n_tokens = chunk_start + len(chunk)
-            llm._requires_eval = False
-            for index in flagged:
-                yield chunk_start + index, np.ctypeslib.as_array(llm._ctx.get_logits_ith(index), shape=(n_vocab,))
-
-    def _score_in_order(self, jobs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        """Score ``(inputs, targets)`` pairs in this order: the last len(targets) positions of ``inputs``
-        predict ``targets``. Each job evaluates only what differs from the job before it, in one decode:
-        llama.cpp's quantized Gemma 3 scores move by up to 0.5 nats when a sequence is split into more."""
-        plan = _output_plan(jobs)
-        kept: dict[int, np.ndarray] = {}  # logits at positions later jobs read without evaluating them again
-        results = []
-        for (inputs, targets), (start, own, later) in zip(jobs, plan):
-            first = len(inputs) - len(targets)
-            kept = {position: row for position, row in kept.items() if position < start}
-            picked: dict[int, tuple[float, bool]] = {position: _pick(kept[position], targets[position - first]) for position in range(first, start)}
-            for position, row in self._decode(inputs, start, own | later):
-                if position in later:
-                    kept[position] = row.copy()
-                if position >= first:
-                    picked[position] = _pick(row, targets[position - first])
-            ordered = [picked[position] for position in range(first, len(inputs))]
-            results.append((float(np.sum([logprob for logprob, _ in ordered])), all(greedy for _, greedy in ordered)))
-        return results
+    def _score(self, jobs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        if self._scorer is None:
+            self._scorer = SharedContextScorer(self.llm, SCORING_SEQUENCES, self.max_length + N_BATCH, N_BATCH)
+        return self._scorer.score(jobs)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         encoded = [self._encode_pair(r.context, r.continuation) for r in requests]
@@ -276,7 +205,7 @@ class LlamaCppBackend(TokenizingBackend):
         sequences = {index: self._scored_window(*encoded[index]) for index in order}
         jobs = [(sequences[index][:-1], encoded[index][1][-(len(sequences[index]) - 1) :]) for index in order]
         results: list[LoglikelihoodResult | None] = [None] * len(requests)
-        for index, (inputs, targets), (logprob, greedy) in zip(order, jobs, self._score_in_order(jobs)):
+        for index, (inputs, targets), (logprob, greedy) in zip(order, jobs, self._score(jobs)):
             results[index] = LoglikelihoodResult(logprob, greedy, input_tokens=len(inputs), continuation_tokens=len(targets))
         return [result for result in results if result is not None]
 
@@ -284,7 +213,7 @@ class LlamaCppBackend(TokenizingBackend):
         results = []
         for text in texts:
             tokens = self._encode(text, special=False)
-            total = sum(logprob for logprob, _ in self._score_in_order(rolling_windows(tokens, self.prefix_token_id, self.max_length)))
+            total = sum(logprob for logprob, _ in self._score(rolling_windows(tokens, self.prefix_token_id, self.max_length)))
             results.append(RollingResult(logprob=total, input_tokens=len(tokens)))
         return results
 
