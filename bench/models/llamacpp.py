@@ -139,6 +139,7 @@ class LlamaCppBackend(TokenizingBackend):
         # Greedy generation decodes this many sequences together, each in its own KV stream of max_length tokens.
         self.generation_sequences = min(self.batch_size, GENERATION_SEQUENCES)
         self._batched_greedy: BatchedGreedy | None = None
+        self.scoring_sequences = SCORING_SEQUENCES  # 1: every request a decode of its own (benchmarks/llamacpp_choices.py)
         self._scorer: SharedContextScorer | None = None
         self.max_length = n_ctx
         self.bos_id, self.eos_id = self.llm.token_bos(), self.llm.token_eos()
@@ -191,8 +192,10 @@ class LlamaCppBackend(TokenizingBackend):
 
     # ---------------------------------------------------------------- scoring
     def _score(self, jobs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        if self._scorer is None:
-            self._scorer = SharedContextScorer(self.llm, SCORING_SEQUENCES, self.max_length + N_BATCH, N_BATCH)
+        if self._scorer is None or self._scorer.sequences != self.scoring_sequences:
+            if self._scorer is not None:
+                self._scorer.close()
+            self._scorer = SharedContextScorer(self.llm, self.scoring_sequences, self.max_length + N_BATCH, N_BATCH)
         return self._scorer.score(jobs)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
