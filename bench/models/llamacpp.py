@@ -139,7 +139,7 @@ class LlamaCppBackend(TokenizingBackend):
         # Greedy generation decodes this many sequences together, each in its own KV stream of max_length tokens.
         self.generation_sequences = min(self.batch_size, GENERATION_SEQUENCES)
         self._batched_greedy: BatchedGreedy | None = None
-        self.scoring_sequences = SCORING_SEQUENCES  # 1: every request a decode of its own (benchmarks/llamacpp_choices.py)
+        self.scoring_sequences = SCORING_SEQUENCES  # 1: every request a decode of its own (benchmarks/shared_prefix.py)
         self._scorer: SharedContextScorer | None = None
         self.max_length = n_ctx
         self.bos_id, self.eos_id = self.llm.token_bos(), self.llm.token_eos()
