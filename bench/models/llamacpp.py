@@ -195,7 +195,7 @@ class LlamaCppBackend(TokenizingBackend):
         if self._scorer is None or self._scorer.sequences != self.scoring_sequences:
             if self._scorer is not None:
                 self._scorer.close()
-            self._scorer = SharedContextScorer(self.llm, self.scoring_sequences, self.max_length + N_BATCH, N_BATCH)
+            self._scorer = SharedContextScorer(self.llm, self.scoring_sequences, N_BATCH)
         return self._scorer.score(jobs)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:

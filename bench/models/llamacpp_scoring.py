@@ -81,16 +81,16 @@ def items(jobs: Sequence[Job], shared: list[int], sequences: int, spare_cells: i
 
 
 class SharedContextScorer:
-    """A llama.cpp context on ``llm``'s model whose KV cache of ``context`` cells is unified across ``sequences`` sequences."""
+    """A llama.cpp context on ``llm``'s model whose KV cache, unified across ``sequences`` sequences, holds the
+    longest request ``llm`` takes and a batch of ``n_batch`` tokens more."""
 
-    def __init__(self, llm: Any, sequences: int, context: int, n_batch: int) -> None:
+    def __init__(self, llm: Any, sequences: int, n_batch: int) -> None:
         import llama_cpp
         from llama_cpp import _internals as internals
 
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
-        params.n_seq_max, params.kv_unified, params.n_ctx = sequences, True, context
+        params.n_seq_max, params.kv_unified, params.n_ctx = sequences, True, int(llm.context_params.n_ctx) + n_batch
         self.sequences, self.n_batch, self.n_vocab = sequences, n_batch, llm.n_vocab()
-        self.spare_cells = context - int(llm.context_params.n_ctx)  # beyond the longest request
         self.ctx = internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=sequences, verbose=False)
         memory = llama_cpp.llama_get_memory(self.ctx.ctx)
@@ -109,7 +109,7 @@ class SharedContextScorer:
         logprobs = [np.zeros(len(targets)) for _, targets in jobs]
         greedy = [np.ones(len(targets), dtype=bool) for _, targets in jobs]
         self._clear()
-        for item in items(jobs, shared, self.sequences, self.spare_cells):
+        for item in items(jobs, shared, self.sequences, spare_cells=self.n_batch):
             held, common = shared[item.start], trunk(jobs, shared, item)
             self._remove(0, held)  # sequence 0: the previous item's last member, cut to what this item shares with it
             for member in range(1, len(item)):
