@@ -42,8 +42,8 @@ def ours(backend: LlamaCppBackend, prompt: str, new_tokens: int) -> tuple[float,
 
 
 def ours_together(backend: LlamaCppBackend, prompt: str, new_tokens: int) -> float:
-    """Decode tokens/s of accessbench's generate over ``generation_sequences`` copies of the prompt, decoded together."""
-    copies = [GenerationRequest(prompt, GenerationParams(max_new_tokens=new_tokens))] * backend.generation_sequences
+    """Decode tokens/s of accessbench's generate over ``stream_sequences`` copies of the prompt, decoded together."""
+    copies = [GenerationRequest(prompt, GenerationParams(max_new_tokens=new_tokens))] * backend.stream_sequences
     results = backend.generate(copies)
     return sum(max(0, result.output_tokens - 1) for result in results) / results[0].decode_seconds
 
@@ -105,7 +105,7 @@ def main() -> None:
                 f"ratio accessbench / llama-cpp-python: prefill {ours_prefill / their_prefill:.1%} (target ≥ 95 %), decode {ours_decode / their_decode:.1%} (target ≥ 95 %)"
             )
             print(f"decode against the bandwidth bound ({bound:.0f} tok/s): {ours_decode / bound:.1%} (target ≥ 50 %)")
-            print(f"accessbench, {backend.generation_sequences} sequences decoded together: {statistics.median(together):.1f} tok/s in all")
+            print(f"accessbench, {backend.stream_sequences} sequences decoded together: {statistics.median(together):.1f} tok/s in all")
         finally:
             backend.close()
 

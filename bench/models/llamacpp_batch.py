@@ -1,4 +1,4 @@
-"""Greedy generation of several sequences per llama.cpp decode.
+"""Several sequences per llama.cpp decode, each in its own KV stream: greedy generation, and the context it runs in.
 
 One decode step reads every weight once whatever the number of sequences in it, so decoding
 ``sequences`` prompts together costs little more than decoding one. Each sequence has its own KV
@@ -7,7 +7,8 @@ alone: the tokens are those of one-at-a-time greedy decoding, except where the t
 up to rounding (SmolLM2 on an AVX2 CPU: bit for bit; on an AVX-512 one, two of five test prompts
 took the other token of an exact float32 tie). One unified KV cache shared by the sequences
 instead moved SmolLM2's log-likelihoods by 0.1 nat (masked cells of other sequences in the
-attention), which is why scoring does not batch sequences this way.
+attention), which is why unrelated requests are scored in these streams too
+(``llamacpp_scoring.score_apart``), and only a question's choices share one cache.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 @dataclass
@@ -39,8 +42,8 @@ class Continuation:
     decode_seconds: float  # after that
 
 
-class BatchedGreedy:
-    """A llama.cpp context of ``sequences`` separate KV streams of ``context`` tokens each, on ``llm``'s model."""
+class SeparateStreams:
+    """A llama.cpp context on ``llm``'s model with ``sequences`` separate KV streams of ``context`` tokens each."""
 
     def __init__(self, llm: Any, sequences: int, context: int, n_batch: int) -> None:
         import llama_cpp
@@ -48,30 +51,49 @@ class BatchedGreedy:
 
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
         params.n_seq_max, params.kv_unified, params.n_ctx = sequences, False, sequences * context
-        self.llm, self.sequences, self.n_batch = llm, sequences, n_batch
+        self.sequences, self.context, self.n_batch, self.n_vocab = sequences, context, n_batch, llm.n_vocab()
         self.ctx = internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
-        self.memory = llama_cpp.llama_get_memory(self.ctx.ctx)
-        # llama.cpp's own greedy choice (the first best logit, as numpy's argmax), read from its output buffer in C.
-        self.sampler = llama_cpp.llama_sampler_init_greedy()
-        self._sample = lambda index: int(llama_cpp.llama_sampler_sample(self.sampler, self.ctx.ctx, index))
-        self._free_sampler = lambda: llama_cpp.llama_sampler_free(self.sampler)
-        self.is_end = lambda token: bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
-        self._clear = lambda: llama_cpp.llama_memory_clear(self.memory, True)
+        memory = llama_cpp.llama_get_memory(self.ctx.ctx)
+        self.clear = lambda: llama_cpp.llama_memory_clear(memory, True)
 
     def close(self) -> None:
-        self._free_sampler()
         self.batch.close()
         self.ctx.close()
 
-    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> list[int]:
-        """Decode (token, position, sequence, wants a next token) entries in one batch; the greedy next tokens asked for, in order."""
+    def decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
+        """Decode (token, position, sequence, wants logits) entries, at most ``n_batch``, in one batch."""
         batch = self.batch.batch
         batch.n_tokens = len(entries)
         for index, (token, position, sequence, wants) in enumerate(entries):
             batch.token[index], batch.pos[index], batch.n_seq_id[index] = token, position, 1
             batch.seq_id[index][0], batch.logits[index] = sequence, wants
         self.ctx.decode(self.batch)
+
+    def logits(self, index: int) -> np.ndarray:
+        """The logits of the last decode's entry ``index`` (a view of llama.cpp's buffer, valid until the next decode)."""
+        return np.ctypeslib.as_array(self.ctx.get_logits_ith(index), shape=(self.n_vocab,))
+
+
+class BatchedGreedy:
+    """Greedy continuations of up to ``streams.sequences`` prompts at once, one per stream."""
+
+    def __init__(self, llm: Any, streams: SeparateStreams) -> None:
+        import llama_cpp
+
+        self.llm, self.streams, self.sequences = llm, streams, streams.sequences
+        # llama.cpp's own greedy choice (the first best logit, as numpy's argmax), read from its output buffer in C.
+        self.sampler = llama_cpp.llama_sampler_init_greedy()
+        self._sample = lambda index: int(llama_cpp.llama_sampler_sample(self.sampler, streams.ctx.ctx, index))
+        self._free_sampler = lambda: llama_cpp.llama_sampler_free(self.sampler)
+        self.is_end = lambda token: bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
+
+    def close(self) -> None:
+        self._free_sampler()
+
+    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> list[int]:
+        """Decode (token, position, sequence, wants a next token) entries in one batch; the greedy next tokens asked for, in order."""
+        self.streams.decode(entries)
         return [self._sample(index) for index, entry in enumerate(entries) if entry[3]]
 
     def _take(self, stream: _Stream, token: int) -> None:
@@ -89,11 +111,12 @@ class BatchedGreedy:
         assert 0 < len(prompts) <= self.sequences
         streams = [_Stream(prompt, budget, stops) for prompt, budget, stops in prompts]
         started = time.perf_counter()
-        self._clear()
+        self.streams.clear()
         # Prefill: every prompt's tokens, packed into decodes of n_batch; logits at each prompt's last token.
         entries = [(token, position, index, position == len(s.prompt) - 1) for index, s in enumerate(streams) for position, token in enumerate(s.prompt)]
         owners = [index for index, s in enumerate(streams) if s.prompt]  # in the order of their flagged last tokens
-        firsts = [token for start in range(0, len(entries), self.n_batch) for token in self._decode(entries[start : start + self.n_batch])]
+        n_batch = self.streams.n_batch
+        firsts = [token for start in range(0, len(entries), n_batch) for token in self._decode(entries[start : start + n_batch])]
         for index, token in zip(owners, firsts):
             self._take(streams[index], token)
         first = time.perf_counter()
@@ -102,5 +125,5 @@ class BatchedGreedy:
             for index, token in zip(active, self._decode(step)):
                 self._take(streams[index], token)
         ended = time.perf_counter()
-        self._clear()
+        self.streams.clear()
         return [Continuation(s.tokens, s.produced, first - started, ended - first) for s in streams]
