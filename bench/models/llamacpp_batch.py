@@ -51,7 +51,7 @@ class SeparateStreams:
 
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
         params.n_seq_max, params.kv_unified, params.n_ctx = sequences, False, sequences * context
-        self.sequences, self.context, self.n_batch, self.n_vocab = sequences, context, n_batch, llm.n_vocab()
+        self.sequences, self.n_batch, self.n_vocab = sequences, n_batch, llm.n_vocab()
         self.ctx = internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
         memory = llama_cpp.llama_get_memory(self.ctx.ctx)
