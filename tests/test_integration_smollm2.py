@@ -75,9 +75,22 @@ def _write_config(folder: Path, output: Path, limit: int, backend: str) -> Path:
     return config
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C's default handling in the child: a shell starts background jobs (a CI script run with ``&``) with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Python then installs its KeyboardInterrupt handler
+
+
 def _start(config: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "bench", "run", str(config)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", str(config)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_in_a_terminal,
+    )
 
 
 def _wait_for_samples(output: Path, at_least: int, process: subprocess.Popen[str], timeout: float = 300) -> int:
