@@ -42,6 +42,23 @@ class Continuation:
     decode_seconds: float  # after that
 
 
+def sequence_context(llm: Any, sequences: int, unified: bool, cells: int) -> tuple[Any, Any]:
+    """A llama.cpp context on ``llm``'s model (its settings otherwise) for ``sequences`` sequences, in one KV cache of
+    ``cells`` cells (``unified``) or in as many streams sharing them; and the handle of its memory."""
+    import llama_cpp
+    from llama_cpp import _internals as internals
+
+    params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+    params.n_seq_max, params.kv_unified, params.n_ctx = sequences, unified, cells
+    ctx = internals.LlamaContext(model=llm._model, params=params, verbose=False)
+    return ctx, llama_cpp.llama_get_memory(ctx.ctx)
+
+
+def logits_row(ctx: Any, index: int, n_vocab: int) -> np.ndarray:
+    """The logits of the last decode's entry ``index`` (a view of llama.cpp's buffer, valid until the next decode)."""
+    return np.ctypeslib.as_array(ctx.get_logits_ith(index), shape=(n_vocab,))
+
+
 class SeparateStreams:
     """A llama.cpp context on ``llm``'s model with ``sequences`` separate KV streams of ``context`` tokens each."""
 
@@ -49,12 +66,9 @@ class SeparateStreams:
         import llama_cpp
         from llama_cpp import _internals as internals
 
-        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
-        params.n_seq_max, params.kv_unified, params.n_ctx = sequences, False, sequences * context
         self.sequences, self.n_batch, self.n_vocab = sequences, n_batch, llm.n_vocab()
-        self.ctx = internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        self.ctx, memory = sequence_context(llm, sequences, unified=False, cells=sequences * context)
         self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
-        memory = llama_cpp.llama_get_memory(self.ctx.ctx)
         self.clear = lambda: llama_cpp.llama_memory_clear(memory, True)
 
     def close(self) -> None:
@@ -71,8 +85,7 @@ class SeparateStreams:
         self.ctx.decode(self.batch)
 
     def logits(self, index: int) -> np.ndarray:
-        """The logits of the last decode's entry ``index`` (a view of llama.cpp's buffer, valid until the next decode)."""
-        return np.ctypeslib.as_array(self.ctx.get_logits_ith(index), shape=(self.n_vocab,))
+        return logits_row(self.ctx, index, self.n_vocab)
 
 
 class BatchedGreedy:

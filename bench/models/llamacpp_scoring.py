@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.models.llamacpp_batch import SeparateStreams
+from bench.models.llamacpp_batch import SeparateStreams, logits_row, sequence_context
 
 Job = tuple[list[int], list[int]]  # inputs, and the targets their last len(targets) positions predict
 ROW_TILE = 4  # rows that llama.cpp's repacked x86 matrix kernels take together (its remainder rows take another kernel)
@@ -115,26 +115,25 @@ def score_apart(streams: SeparateStreams, jobs: Sequence[Job], sequences: int) -
     splits a decode of separate streams into micro-batches of equal tokens per stream, and a job's tail
     in a micro-batch of its own moved its log-likelihood by up to 0.65 nat (Gemma-3, FLORES Hausa)."""
     results: list[tuple[float, bool]] = [(0.0, True)] * len(jobs)
-    for group in rounds([padded(len(inputs)) for inputs, _ in jobs], min(sequences, streams.sequences), streams.n_batch):
+    lengths = [padded(len(inputs)) for inputs, _ in jobs]
+    for group in rounds(lengths, min(sequences, streams.sequences), streams.n_batch):
         streams.clear()
         entries: list[tuple[int, int, int, bool]] = []
-        owners: list[int] = []
-        longest = padded(max(len(jobs[job][0]) for job in group))
+        targets_read: list[tuple[int, int] | None] = []  # beside each entry: the (job, target) its logits score
+        longest = max(lengths[job] for job in group)
         for stream, job in enumerate(group):
             inputs, targets = jobs[job]
             first_scored = len(inputs) - len(targets)
             entries += [(token, position, stream, position >= first_scored) for position, token in enumerate(inputs)]
+            targets_read += [(job, targets[position - first_scored]) if position >= first_scored else None for position in range(len(inputs))]
             entries += [(inputs[-1], position, stream, False) for position in range(len(inputs), longest)]
-            owners += [job] * longest
+            targets_read += [None] * (longest - len(inputs))
         scored: dict[int, list[tuple[float, bool]]] = {job: [] for job in group}
         for start in range(0, len(entries), streams.n_batch):
-            chunk = entries[start : start + streams.n_batch]
-            streams.decode(chunk)
-            for index, (_, position, _, wanted) in enumerate(chunk):
-                if wanted:
-                    job = owners[start + index]
-                    inputs, targets = jobs[job]
-                    scored[job] += target_scores(streams.logits(index), [targets[position - (len(inputs) - len(targets))]])
+            streams.decode(entries[start : start + streams.n_batch])
+            for index, read in enumerate(targets_read[start : start + streams.n_batch]):
+                if read is not None:
+                    scored[read[0]] += target_scores(streams.logits(index), [read[1]])
         for job, values in scored.items():
             results[job] = (float(np.sum([logprob for logprob, _ in values])), all(best for _, best in values))
     streams.clear()
@@ -149,12 +148,9 @@ class SharedContextScorer:
         import llama_cpp
         from llama_cpp import _internals as internals
 
-        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
-        params.n_seq_max, params.kv_unified, params.n_ctx = sequences, True, int(llm.context_params.n_ctx) + n_batch
         self.sequences, self.n_batch, self.n_vocab = sequences, n_batch, llm.n_vocab()
-        self.ctx = internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        self.ctx, memory = sequence_context(llm, sequences, unified=True, cells=int(llm.context_params.n_ctx) + n_batch)
         self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=sequences, verbose=False)
-        memory = llama_cpp.llama_get_memory(self.ctx.ctx)
         self._clear = lambda: llama_cpp.llama_memory_clear(memory, True)
         self._remove = lambda sequence, start: llama_cpp.llama_memory_seq_rm(memory, sequence, start, -1)
         self._copy = lambda source, target, end: llama_cpp.llama_memory_seq_cp(memory, source, target, 0, end)
@@ -208,6 +204,5 @@ class SharedContextScorer:
         """(job, target index, log-probability, is the argmax) for each reader of the logits at batch row ``index``."""
         if not readers:
             return []
-        row = np.ctypeslib.as_array(self.ctx.get_logits_ith(index), shape=(self.n_vocab,))
-        scores = target_scores(row, [jobs[job][1][target_index] for job, target_index in readers])
+        scores = target_scores(logits_row(self.ctx, index, self.n_vocab), [jobs[job][1][target_index] for job, target_index in readers])
         return [(job, target_index, logprob, best) for (job, target_index), (logprob, best) in zip(readers, scores)]
